@@ -39,11 +39,12 @@ except AttributeError:  # pragma: no cover - depends on the PyYAML build
 class RenderError(Exception):
     """A template failed for a namespace; the message names both so people can find it."""
 
-    def __init__(self, template: str, namespace: str, message: str) -> None:
+    def __init__(self, template: str, namespace: str, message: str, policy: str = "") -> None:
         super().__init__(f"template {template!r} for namespace {namespace!r}: {message}")
         self.template = template
         self.namespace = namespace
         self.reason = message
+        self.policy = policy
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -338,6 +339,7 @@ def render_policy(
         try:
             rendered = templates.render(piece, namespace, policy)
         except RenderError as exc:
+            exc.policy = policy.name
             errors.append(exc)
             continue
         if rendered is not None:

@@ -1,0 +1,345 @@
+"""The ``nsbaseline`` command: run the operator, preview offline, report from the cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import yaml
+
+from nsbaseline import __version__, names
+from nsbaseline.model import NamespaceInfo, PolicyInfo
+from nsbaseline.plan import build_plan, with_hash
+from nsbaseline.render import RenderedObject, TemplateSet, render_policy
+from nsbaseline.selection import policy_selects, selector_matches
+
+EXIT_RENDER_ERROR = 1
+EXIT_BAD_INPUT = 2
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nsbaseline")
+def main() -> None:
+    """nsbaseline keeps a secure NetworkPolicy baseline in every opted-in namespace."""
+
+
+@main.command()
+@click.option(
+    "--templates-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Extra templates, or overrides of the built-ins (a mounted ConfigMap).",
+)
+@click.option(
+    "--standalone/--peering",
+    default=False,
+    help="Run alone, or coordinate with other replicas so exactly one is active.",
+)
+@click.option(
+    "--peering-name",
+    default="nsbaseline",
+    show_default=True,
+    help="ClusterKopfPeering object shared by the replicas.",
+)
+@click.option(
+    "--priority",
+    type=int,
+    default=None,
+    help="Peering priority; the highest live replica is active.",
+)
+@click.option(
+    "--health",
+    "liveness",
+    default="http://0.0.0.0:8080/healthz",
+    show_default=True,
+    help="Kopf's health endpoint for liveness/readiness probes ('' disables).",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=9090,
+    show_default=True,
+    help="Port for Prometheus /metrics (0 disables).",
+)
+@click.option(
+    "--workers", type=int, default=16, show_default=True, help="Namespaces reconciled concurrently."
+)
+@click.option(
+    "--sweep-interval",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds between full re-checks of every namespace (a backstop to watches).",
+)
+@click.option(
+    "--log-format", type=click.Choice(["plain", "full", "json"]), default="full", show_default=True
+)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def run(
+    templates_dir: Path | None,
+    standalone: bool,
+    peering_name: str,
+    priority: int | None,
+    liveness: str,
+    metrics_port: int,
+    workers: int,
+    sweep_interval: float,
+    log_format: str,
+    verbose: bool,
+) -> None:
+    """Run the operator against the cluster in KUBECONFIG (or in-cluster credentials)."""
+    import kopf
+
+    from nsbaseline import handlers, metrics
+    from nsbaseline.reconciler import Settings
+
+    if templates_dir is not None and not templates_dir.is_dir():
+        _fail(f"templates directory {templates_dir} does not exist")
+    handlers.RUNTIME.settings = Settings(
+        workers=workers, sweep_interval=sweep_interval, templates_dir=templates_dir
+    )
+    # Fail fast on broken override templates: refuse to start rather than degrade silently.
+    TemplateSet(templates_dir)
+    formats = {
+        "plain": kopf.LogFormat.PLAIN,
+        "full": kopf.LogFormat.FULL,
+        "json": kopf.LogFormat.JSON,
+    }
+    kopf.configure(verbose=verbose, log_format=formats[log_format])
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if not verbose:
+        # Kopf logs every event handler call at INFO; at thousands of objects that is noise.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    metrics.serve(metrics_port)
+    kopf.run(
+        clusterwide=True,
+        standalone=standalone,
+        peering_name=None if standalone else peering_name,
+        priority=priority,
+        liveness_endpoint=liveness or None,
+    )
+
+
+def _load_yaml_docs(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except OSError as exc:
+        _fail(f"cannot read {path}: {exc.strerror}")
+    except yaml.YAMLError as exc:
+        _fail(f"{path} is not valid YAML: {exc}")
+    for doc in docs:
+        if not isinstance(doc, dict):
+            _fail(f"{path}: every document must be a mapping")
+    return docs
+
+
+def _policies_from(docs: Sequence[dict[str, Any]], path: Path) -> list[PolicyInfo]:
+    policies = []
+    for doc in docs:
+        if doc.get("kind") != names.KIND or doc.get("apiVersion") != names.API_VERSION:
+            _fail(
+                f"{path}: expected {names.API_VERSION} {names.KIND}, got "
+                f"{doc.get('apiVersion')} {doc.get('kind')}"
+            )
+        if not isinstance(doc.get("metadata"), dict) or not doc["metadata"].get("name"):
+            _fail(f"{path}: a {names.KIND} needs metadata.name")
+        if not isinstance(doc.get("spec", {}), dict):
+            _fail(f"{path}: spec must be a mapping")
+        policies.append(PolicyInfo.from_body(doc))
+    if not policies:
+        _fail(f"{path}: no {names.KIND} found")
+    return policies
+
+
+def _pairs(values: Sequence[str], what: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            _fail(f"--{what} takes key=value, got {value!r}")
+        out[key] = val
+    return out
+
+
+@main.command()
+@click.option(
+    "-f",
+    "--filename",
+    "policy_file",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="File with one or more BaselinePolicies ('-' for stdin).",
+)
+@click.option("-n", "--namespace", "namespace_name", default=None, help="Namespace name.")
+@click.option(
+    "--namespace-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A Namespace manifest instead of --namespace/--label/--annotation.",
+)
+@click.option("-l", "--label", "labels", multiple=True, help="Namespace label key=value.")
+@click.option(
+    "-a", "--annotation", "annotations", multiple=True, help="Namespace annotation key=value."
+)
+@click.option("--templates-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option(
+    "--ignore-selector",
+    is_flag=True,
+    help="Render even when the policy does not select the namespace.",
+)
+def render(
+    policy_file: Path,
+    namespace_name: str | None,
+    namespace_file: Path | None,
+    labels: Sequence[str],
+    annotations: Sequence[str],
+    templates_dir: Path | None,
+    ignore_selector: bool,
+) -> None:
+    """Print the NetworkPolicies the operator would apply, offline (same code path)."""
+    policies = _policies_from(_load_yaml_docs(policy_file), policy_file)
+    if namespace_file is not None:
+        ns_docs = _load_yaml_docs(namespace_file)
+        if len(ns_docs) != 1 or ns_docs[0].get("kind") != "Namespace":
+            _fail(f"{namespace_file}: expected exactly one Namespace")
+        if not (ns_docs[0].get("metadata") or {}).get("name"):
+            _fail(f"{namespace_file}: the Namespace needs metadata.name")
+        namespace = NamespaceInfo.from_body(ns_docs[0])
+    elif namespace_name:
+        namespace = NamespaceInfo(
+            namespace_name, _pairs(labels, "label"), _pairs(annotations, "annotation")
+        )
+    else:
+        _fail("give --namespace NAME (with --label/--annotation) or --namespace-file")
+    # The API server sets this immutable label on every namespace; selectors may rely on it.
+    namespace = NamespaceInfo(
+        namespace.name,
+        {**namespace.labels, names.NAMESPACE_NAME_LABEL: namespace.name},
+        namespace.annotations,
+    )
+    if templates_dir is not None and not templates_dir.is_dir():
+        _fail(f"templates directory {templates_dir} does not exist")
+    templates = TemplateSet(templates_dir)
+    renders = []
+    for policy in sorted(policies, key=lambda p: p.name):
+        if not ignore_selector and not policy_selects(policy, namespace):
+            click.echo(
+                f"# BaselinePolicy {policy.name} does not select namespace {namespace.name}",
+                err=True,
+            )
+            continue
+        renders.append(render_policy(templates, namespace, policy))
+    plan = build_plan(namespace, renders, [], {p.name: p for p in policies})
+    errors = [e for r in renders for e in r.errors]
+    for error in errors:
+        click.echo(f"error: {error}", err=True)
+    ordered: list[RenderedObject] = []
+    for phase in plan.phases + [plan.audit]:
+        for action in phase:
+            for r in renders:
+                ordered.extend(o for o in r.objects if o.name == action.name)
+    docs = [with_hash(o.body) for o in ordered]
+    if docs:
+        click.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
+    if errors:
+        sys.exit(EXIT_RENDER_ERROR)
+
+
+@main.command()
+@click.option(
+    "-o", "--output", type=click.Choice(["table", "yaml"]), default="table", show_default=True
+)
+@click.option("--templates-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+def status(output: str, templates_dir: Path | None) -> None:
+    """Per policy and namespace: compliant, drifted, conflict, error or excluded."""
+    rows = asyncio.run(_status_rows(templates_dir))
+    if output == "yaml":
+        click.echo(yaml.safe_dump(rows, sort_keys=False), nl=False)
+        return
+    if not rows:
+        click.echo("No BaselinePolicies found.")
+        return
+    headers = ["POLICY", "NAMESPACE", "STATE", "DETAIL"]
+    table = [[r["policy"], r["namespace"], r["state"], r["detail"]] for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=False)]
+    for line in [headers, *table]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+async def _status_rows(templates_dir: Path | None) -> list[dict[str, str]]:
+    import kopf
+
+    from nsbaseline.kube import Credentials, KubeClient
+    from nsbaseline.model import ManagedObject, is_candidate
+
+    info = kopf.login_with_kubeconfig(
+        settings=kopf.OperatorSettings()
+    ) or kopf.login_with_service_account(settings=kopf.OperatorSettings())
+    if info is None:
+        _fail("no kubeconfig found (set KUBECONFIG)")
+    client = KubeClient(Credentials(info))
+    try:
+        policies = {p.name: p for p in map(PolicyInfo.from_body, await client.list_policies())}
+        namespaces = [NamespaceInfo.from_body(n) for n in await client.list_namespaces()]
+        objects: dict[str, list[ManagedObject]] = {}
+        for body in await client.list_network_policies():
+            if is_candidate(body):
+                obj = ManagedObject.from_body(body)
+                objects.setdefault(obj.namespace, []).append(obj)
+    finally:
+        await client.close()
+    templates = TemplateSet(templates_dir)
+    rows: list[dict[str, str]] = []
+    for ns in sorted(namespaces, key=lambda n: n.name):
+        for policy in sorted(policies.values(), key=lambda p: p.name):
+            if not policy_selects(policy, ns):
+                if ns.name in policy.excluded_namespaces and selector_matches(
+                    policy.namespace_selector, ns.labels
+                ):
+                    rows.append(
+                        {
+                            "policy": policy.name,
+                            "namespace": ns.name,
+                            "state": "excluded",
+                            "detail": "listed in excludedNamespaces",
+                        }
+                    )
+                continue
+            rendered = render_policy(templates, ns, policy)
+            plan = build_plan(ns, [rendered], objects.get(ns.name, []), policies)
+            if rendered.errors:
+                state, detail = "error", str(rendered.errors[0])
+            elif plan.conflicts:
+                state = "conflict"
+                detail = ", ".join(c.name for c in plan.conflicts) + " not managed by nsbaseline"
+            elif plan.writes or plan.audit:
+                todo = plan.writes + plan.audit
+                state = "drifted"
+                detail = ", ".join(f"{a.verb.lower()} {a.name}" for a in todo)
+            else:
+                state, detail = "compliant", f"{len(rendered.objects)} NetworkPolicies in place"
+            rows.append(
+                {"policy": policy.name, "namespace": ns.name, "state": state, "detail": detail}
+            )
+    return rows
+
+
+@main.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(f"nsbaseline {__version__}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,157 @@
+"""Kopf wiring: watches feed in-memory indexes; every event only enqueues namespaces.
+
+Only ``@kopf.index`` and ``@kopf.on.event`` are used. Neither stores progress on the watched
+objects nor posts Kopf's own Events, so the operator never writes to Namespaces, never to a
+NetworkPolicy it merely reads, and never to a BaselinePolicy except its status. Kopf runs event
+handlers only after every index has finished its initial listing, so the first reconcile already
+sees the whole cluster: a restart finds everything in place and writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from nsbaseline import names
+from nsbaseline.kube import Credentials, KubeClient
+from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo, is_candidate
+from nsbaseline.reconciler import Reconciler, Settings
+
+logger = logging.getLogger("nsbaseline")
+
+
+@dataclass
+class Runtime:
+    """Process-wide wiring, configured by the CLI before Kopf starts."""
+
+    settings: Settings = field(default_factory=Settings)
+    reconciler: Reconciler | None = None
+    login_kwargs: dict[str, Any] = field(default_factory=dict)
+    connection: Any = None
+
+
+RUNTIME = Runtime()
+
+
+class KopfIndexState:
+    """:class:`reconciler.StateView` over Kopf's in-memory indexes."""
+
+    def __init__(self, namespaces: Any, objects: Any, policies: Any) -> None:
+        self._namespaces = namespaces
+        self._objects = objects
+        self._policies = policies
+
+    def namespace(self, name: str) -> NamespaceInfo | None:
+        store = self._namespaces.get(name)
+        return next(iter(store), None) if store is not None else None
+
+    def namespace_names(self) -> Iterable[str]:
+        return list(self._namespaces.keys())
+
+    def objects_in(self, namespace: str) -> list[ManagedObject]:
+        store = self._objects.get(namespace)
+        return list(store) if store is not None else []
+
+    def policies(self) -> dict[str, PolicyInfo]:
+        return {name: next(iter(store)) for name, store in self._policies.items() if store}
+
+
+def _login(**kwargs: Any) -> Any:
+    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    if info is None:
+        raise kopf.LoginError("no in-cluster service account and no kubeconfig found")
+    return info
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> Any:
+    """Kopf's credentials, kept for our own client too (one auth path for both)."""
+    RUNTIME.login_kwargs = kwargs
+    RUNTIME.connection = _login(**kwargs)
+    return RUNTIME.connection
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+    """Kopf settings that keep the operator write-free on objects it only reads."""
+    settings.posting.enabled = False  # we post our own, meaningful Events
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.execution.max_workers = 4
+    settings.batching.worker_limit = None
+
+
+@kopf.on.cleanup()
+async def shutdown(**_: Any) -> None:
+    if RUNTIME.reconciler is not None:
+        await RUNTIME.reconciler.stop()
+        RUNTIME.reconciler = None
+
+
+def _reconciler(kwargs: dict[str, Any]) -> Reconciler:
+    """Create the reconciler on the first event: by then every index is fully populated."""
+    if RUNTIME.reconciler is None:
+        namespace_index = kwargs["namespace_index"]
+        object_index = kwargs["object_index"]
+        policy_index = kwargs["policy_index"]
+
+        def relogin() -> Credentials:
+            return Credentials(_login(**RUNTIME.login_kwargs))
+
+        client = KubeClient(Credentials(RUNTIME.connection), relogin=relogin)
+        state = KopfIndexState(namespace_index, object_index, policy_index)
+        RUNTIME.reconciler = Reconciler(client, state, RUNTIME.settings)
+        RUNTIME.reconciler.start()
+    return RUNTIME.reconciler
+
+
+# ----- indexes ------------------------------------------------------------------------------
+@kopf.index("namespaces")
+def namespace_index(name: str, body: kopf.Body, **_: Any) -> dict[str, NamespaceInfo]:
+    return {name: NamespaceInfo.from_body(body)}
+
+
+@kopf.index("networking.k8s.io", "v1", "networkpolicies", when=lambda body, **_: is_candidate(body))
+def object_index(
+    namespace: str | None, body: kopf.Body, **_: Any
+) -> dict[str | None, ManagedObject]:
+    return {namespace: ManagedObject.from_body(body)}
+
+
+@kopf.index(names.GROUP, names.VERSION, names.PLURAL)
+def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, PolicyInfo]:
+    return {name: PolicyInfo.from_body(body)}
+
+
+# ----- triggers -----------------------------------------------------------------------------
+# Kopf passes each index as a keyword argument named after its function.
+
+
+@kopf.on.event("namespaces")
+async def namespace_event(name: str, **kwargs: Any) -> None:
+    _reconciler(kwargs).enqueue(name)
+
+
+@kopf.on.event(
+    "networking.k8s.io", "v1", "networkpolicies", when=lambda body, **_: is_candidate(body)
+)
+async def network_policy_event(
+    namespace: str | None, name: str, body: kopf.Body, type: str, **kwargs: Any
+) -> None:
+    reconciler = _reconciler(kwargs)
+    if namespace is None:
+        return
+    resource_version = str(body.metadata.get("resourceVersion", ""))
+    reconciler.observed(namespace, name, resource_version, type == "DELETED")
+    reconciler.enqueue(namespace)
+
+
+@kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
+async def policy_event(name: str, body: kopf.Body, type: str, **kwargs: Any) -> None:
+    policy = None if type == "DELETED" else PolicyInfo.from_body(body)
+    _reconciler(kwargs).policy_changed(policy, name)

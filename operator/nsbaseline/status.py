@@ -1,0 +1,144 @@
+"""BaselinePolicy status from per-namespace outcomes, following Kubernetes API conventions. Pure.
+
+``Ready`` says every selected namespace holds its full baseline; ``Degraded`` says something
+needs a human (a template error, an apply the API server refused, a name conflict). Conditions
+keep their ``lastTransitionTime`` unless their status flips, so an unchanged situation produces
+an identical status and no write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+State = Literal["Compliant", "Pending", "Conflict", "Failed", "AuditPending"]
+MAX_ENTRIES = 50
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one policy stands in one namespace after a reconcile."""
+
+    policy: str
+    namespace: str
+    state: State
+    conflicts: tuple[str, ...] = ()
+    errors: tuple[tuple[str, str], ...] = ()  # (template, message)
+    pending: tuple[tuple[str, str], ...] = ()  # (name, verb) in Audit mode
+    managed: int = 0
+
+
+@dataclass
+class Summary:
+    matched: int = 0
+    compliant: int = 0
+    conflicting: int = 0
+    failed: int = 0
+    conflicts: list[dict[str, str]] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    pending: list[dict[str, str]] = field(default_factory=list)
+
+
+def summarise(outcomes: Iterable[Outcome]) -> Summary:
+    summary = Summary()
+    for o in sorted(outcomes, key=lambda o: o.namespace):
+        summary.matched += 1
+        if o.state == "Compliant":
+            summary.compliant += 1
+        elif o.state == "Conflict":
+            summary.conflicting += 1
+        elif o.state == "Failed":
+            summary.failed += 1
+        summary.conflicts.extend({"namespace": o.namespace, "name": n} for n in o.conflicts)
+        summary.errors.extend(
+            {"namespace": o.namespace, "template": t, "message": m} for t, m in o.errors
+        )
+        summary.pending.extend(
+            {"namespace": o.namespace, "name": n, "action": v} for n, v in o.pending
+        )
+    return summary
+
+
+def _condition(
+    previous: Mapping[str, Mapping[str, Any]],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str,
+) -> dict[str, Any]:
+    text = "True" if status else "False"
+    before = previous.get(type_)
+    since = before["lastTransitionTime"] if before and before.get("status") == text else now
+    return {
+        "type": type_,
+        "status": text,
+        "observedGeneration": generation,
+        "lastTransitionTime": since,
+        "reason": reason,
+        "message": message,
+    }
+
+
+def policy_status(
+    generation: int,
+    audit: bool,
+    outcomes: Iterable[Outcome],
+    previous: Mapping[str, Any],
+    now: str,
+) -> dict[str, Any]:
+    """The full status object for one policy."""
+    s = summarise(outcomes)
+    prev_conditions = {c["type"]: c for c in previous.get("conditions") or [] if "type" in c}
+    problems: list[str] = []
+    if s.errors:
+        problems.append(f"{len(s.errors)} error(s), first: {s.errors[0]['message']}")
+    if s.conflicts:
+        first = s.conflicts[0]
+        problems.append(
+            f"{len(s.conflicts)} conflict(s), first: NetworkPolicy {first['namespace']}/"
+            f"{first['name']} exists and is not managed by nsbaseline"
+        )
+    degraded = bool(problems)
+    degraded_reason = "TemplateError" if s.errors else ("Conflict" if s.conflicts else "AsExpected")
+    if s.matched == 0:
+        ready, reason, message = True, "NoNamespacesSelected", "No namespace is selected."
+    elif audit:
+        ready = not s.pending and not degraded
+        reason = "AuditClean" if ready else "ChangesPending"
+        message = (
+            f"Audit mode: {len(s.pending)} change(s) pending in {s.matched} namespace(s)."
+            if s.pending
+            else f"Audit mode: all {s.matched} namespace(s) match the baseline."
+        )
+    elif s.compliant == s.matched:
+        ready, reason, message = True, "Compliant", f"All {s.matched} namespace(s) are compliant."
+    else:
+        ready = False
+        reason = "Degraded" if degraded else "Progressing"
+        message = f"{s.compliant} of {s.matched} namespace(s) compliant."
+    conditions = [
+        _condition(prev_conditions, "Ready", ready, reason, message, generation, now),
+        _condition(
+            prev_conditions,
+            "Degraded",
+            degraded,
+            degraded_reason,
+            "; ".join(problems) if problems else "No errors or conflicts.",
+            generation,
+            now,
+        ),
+    ]
+    return {
+        "observedGeneration": generation,
+        "matchedNamespaces": s.matched,
+        "compliantNamespaces": s.compliant,
+        "conflictingNamespaces": s.conflicting,
+        "failedNamespaces": s.failed,
+        "conditions": conditions,
+        "conflicts": s.conflicts[:MAX_ENTRIES],
+        "errors": s.errors[:MAX_ENTRIES],
+        "pendingChanges": s.pending[:MAX_ENTRIES],
+    }
