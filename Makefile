@@ -1,0 +1,82 @@
+# nsbaseline — run `make help` for the targets.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+CLUSTER_DIR ?= .cache/localcluster
+# kubectl matching the control plane (the preinstalled one is outside the version skew).
+KUBECTL = $$(bash hack/controlplane/build.sh 2>/dev/null | tail -n1)/kubectl
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create the virtualenv with the package and test tools.
+
+.PHONY: fmt
+fmt: venv ## Format the code.
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+.PHONY: lint
+lint: venv ## Lint, check formatting and types, and check crds/ is up to date.
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) hack/gen_crd.py --check
+
+.PHONY: crds
+crds: venv ## Regenerate crds/ from operator/nsbaseline/api.py.
+	$(PY) hack/gen_crd.py
+
+##@ Local control plane
+
+.PHONY: controlplane
+controlplane: ## Build kube-apiserver, kube-controller-manager, etcd and kubectl from Go modules (cached).
+	bash hack/controlplane/build.sh
+
+.PHONY: up
+up: venv controlplane ## Start the local control plane in the background and print the KUBECONFIG line.
+	$(PY) hack/localcluster.py up --dir $(CLUSTER_DIR)
+
+.PHONY: down
+down: venv ## Stop the local control plane started by `make up`.
+	$(PY) hack/localcluster.py down --dir $(CLUSTER_DIR)
+
+.PHONY: demo
+demo: up ## The operator's main job on the local control plane: CRDs, an example policy, then run it.
+	export KUBECONFIG=$(CURDIR)/$(CLUSTER_DIR)/kubeconfig; \
+	$(KUBECTL) apply --server-side -f crds/; \
+	$(KUBECTL) wait --for=condition=Established crd/baselinepolicies.nsbaseline.io --timeout=60s; \
+	$(KUBECTL) apply -f examples/demo.yaml; \
+	echo "Operator starting; in another shell: export KUBECONFIG=$(CURDIR)/$(CLUSTER_DIR)/kubeconfig"; \
+	echo "  then: $(KUBECTL) get bp,netpol -A   (Ctrl-C stops the operator; make down stops the cluster)"; \
+	$(VENV)/bin/nsbaseline run --standalone --metrics-port 9090
+
+##@ Test
+
+.PHONY: test
+test: lint controlplane ## Unit tests and end-to-end tests on the real local control plane.
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: venv ## Unit tests only (no cluster).
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: test-e2e
+test-e2e: venv controlplane ## End-to-end tests only.
+	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
