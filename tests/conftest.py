@@ -20,7 +20,8 @@ from kubetest import REPO, Cluster, OperatorProcess
 
 sys.path.insert(0, str(REPO / "hack"))
 
-E2E_DIR = REPO / ".cache" / "e2e"
+#: Where the session's control plane and logs live; parallel sessions each need their own.
+E2E_DIR = Path(os.environ.get("NSBASELINE_E2E_DIR") or REPO / ".cache" / "e2e").resolve()
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +55,13 @@ def cluster(local_control_plane: object | None) -> Cluster:
         lc = local_control_plane
         c = Cluster(lc.kubeconfig, str(lc.bindir / "kubectl"))  # type: ignore[attr-defined]
     c.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    c.kubectl("wait", "--for=condition=Established", "crd/baselinepolicies.nsbaseline.io",
-              "crd/clusterkopfpeerings.kopf.dev", "--timeout=60s")
+    c.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/baselinepolicies.nsbaseline.io",
+        "crd/clusterkopfpeerings.kopf.dev",
+        "--timeout=60s",
+    )
     return c
 
 

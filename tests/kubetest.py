@@ -100,7 +100,9 @@ class Cluster:
             )
         return proc
 
-    def apply(self, *docs: Mapping[str, Any], check: bool = True, server_side: bool = False) -> subprocess.CompletedProcess[str]:
+    def apply(
+        self, *docs: Mapping[str, Any], check: bool = True, server_side: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         text = yaml.safe_dump_all([dict(d) for d in docs], sort_keys=False)
         args = ["apply", "-f", "-"]
         if server_side:
@@ -133,7 +135,9 @@ class Cluster:
             counts[key] = counts.get(key, 0.0) + value
         return counts
 
-    def writes(self, resource: str, since: Mapping[tuple[str, str, str], float] | None = None) -> int:
+    def writes(
+        self, resource: str, since: Mapping[tuple[str, str, str], float] | None = None
+    ) -> int:
         """Write requests (create/update/patch/delete/apply) on ``resource`` since a snapshot."""
         now = self.request_counts()
         before = since or {}
@@ -146,8 +150,13 @@ class Cluster:
 
     def namespace(self, prefix: str = "t", labels: Mapping[str, str] | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        self.apply({"apiVersion": "v1", "kind": "Namespace",
-                    "metadata": {"name": name, "labels": dict(labels or {})}})
+        self.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": dict(labels or {})},
+            }
+        )
         return name
 
     def netpols(self, namespace: str) -> dict[str, dict[str, Any]]:
@@ -161,7 +170,9 @@ class Cluster:
 class OperatorProcess:
     """``nsbaseline run`` as a child process, the way it runs in a pod (minus the pod)."""
 
-    def __init__(self, cluster: Cluster, logdir: Path, *extra: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, cluster: Cluster, logdir: Path, *extra: str, env: Mapping[str, str] | None = None
+    ) -> None:
         self.cluster = cluster
         self.logdir = logdir
         self.extra = extra
@@ -179,10 +190,16 @@ class OperatorProcess:
         self.metrics_port = free_port()
         self.health_port = free_port()
         args = [
-            sys.executable, "-m", "nsbaseline.cli", "run",
-            "--metrics-port", str(self.metrics_port),
-            "--health", f"http://127.0.0.1:{self.health_port}/healthz",
-            "--sweep-interval", "30",
+            sys.executable,
+            "-m",
+            "nsbaseline.cli",
+            "run",
+            "--metrics-port",
+            str(self.metrics_port),
+            "--health",
+            f"http://127.0.0.1:{self.health_port}/healthz",
+            "--sweep-interval",
+            "30",
             *self.extra,
         ]
         if "--peering" not in self.extra:
@@ -192,7 +209,10 @@ class OperatorProcess:
         log.write(f"\n===== start #{self.starts + 1}: {' '.join(args)}\n".encode())
         log.flush()
         self.proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, env={**self.cluster.env, **self.extra_env},
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**self.cluster.env, **self.extra_env},
             start_new_session=True,
         )
         log.close()
@@ -207,7 +227,9 @@ class OperatorProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.tail()}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
+                ) as r:
                     return r.status == 200
             except OSError:
                 return False
@@ -216,11 +238,17 @@ class OperatorProcess:
 
     def metrics(self) -> dict[str, float]:
         """The operator's own Prometheus metrics as {name{labels}: value}."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as r:
             text = r.read().decode()
         out = {}
         for name, labels, value in parse_metrics(text):
-            key = name + ("{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}" if labels else "")
+            key = name + (
+                "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
+                if labels
+                else ""
+            )
             out[key] = value
         return out
 

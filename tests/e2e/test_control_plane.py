@@ -63,7 +63,9 @@ def test_dependent_is_garbage_collected_with_its_owner(cluster: Cluster) -> None
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
 
-def test_token_without_rbac_binding_is_refused(cluster: Cluster, local_control_plane: object) -> None:
+def test_token_without_rbac_binding_is_refused(
+    cluster: Cluster, local_control_plane: object
+) -> None:
     if local_control_plane is None:
         pytest.skip("needs the local control plane's unprivileged token")
     status, body = local_control_plane.request(  # type: ignore[attr-defined]
