@@ -15,6 +15,7 @@ Used three ways:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -346,10 +347,8 @@ class LocalCluster:
         if pid is None or not self._is_ours(component, pid):
             self.pids.pop(component, None)
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

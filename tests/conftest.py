@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from kubetest import REPO, Cluster, OperatorProcess
 
 sys.path.insert(0, str(REPO / "hack"))

@@ -245,7 +245,7 @@ def render(
     for error in errors:
         click.echo(f"error: {error}", err=True)
     ordered: list[RenderedObject] = []
-    for phase in plan.phases + [plan.audit]:
+    for phase in [*plan.phases, plan.audit]:
         for action in phase:
             for r in renders:
                 ordered.extend(o for o in r.objects if o.name == action.name)

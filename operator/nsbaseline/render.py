@@ -80,9 +80,12 @@ class _BoundedSandbox(SandboxedEnvironment):
             raise jinja2.exceptions.SecurityError("exponent too large")
         if op == "*":
             for seq, count in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(count, int):
-                    if len(seq) * count > MAX_OUTPUT_CHARS:
-                        raise jinja2.exceptions.SecurityError("sequence repetition too large")
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(count, int)
+                    and len(seq) * count > MAX_OUTPUT_CHARS
+                ):
+                    raise jinja2.exceptions.SecurityError("sequence repetition too large")
         return super().call_binop(context, op, left, right)
 
 
@@ -90,11 +93,14 @@ def _bounded_filter(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         for value in (*args, *kwargs.values()):
-            if isinstance(value, int) and not isinstance(value, bool):
-                if abs(value) > MAX_INT_ARGUMENT:
-                    raise jinja2.exceptions.SecurityError(
-                        f"numeric filter argument {value} is above {MAX_INT_ARGUMENT}"
-                    )
+            if (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and abs(value) > MAX_INT_ARGUMENT
+            ):
+                raise jinja2.exceptions.SecurityError(
+                    f"numeric filter argument {value} is above {MAX_INT_ARGUMENT}"
+                )
         return func(*args, **kwargs)
 
     return wrapper

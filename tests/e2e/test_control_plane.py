@@ -3,10 +3,9 @@ collection and RBAC all behave as in a production cluster."""
 
 from __future__ import annotations
 
-import pytest
-
 import json
 
+import pytest
 from kubetest import Cluster, wait_for
 
 pytestmark = pytest.mark.e2e
