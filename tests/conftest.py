@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from kubetest import REPO, Cluster, OperatorProcess
 
 sys.path.insert(0, str(REPO / "hack"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from kubetest import Cluster, wait_for
 
 pytestmark = pytest.mark.e2e
