@@ -1,0 +1,488 @@
+"""What a set of ``networking.k8s.io/v1`` NetworkPolicies allows, decided without a CNI. Pure.
+
+The semantics follow the API reference, so ``explain`` and ``lint`` can answer "can A reach B,
+and why?" offline:
+
+* a pod is isolated for a direction when some policy in its namespace selects it and lists that
+  direction in ``policyTypes`` (defaulted by the API server to ``Ingress``, plus ``Egress`` when
+  the policy has egress rules); an isolated pod accepts only what some selecting policy allows,
+  and allows are unioned across policies;
+* rules are OR'd, peers inside a rule are OR'd, and ``namespaceSelector`` + ``podSelector`` in one
+  peer are AND'd; a ``podSelector`` alone means the policy's own namespace, a
+  ``namespaceSelector: {}`` every namespace; absent or empty ``from``/``to`` means every peer and
+  absent or empty ``ports`` every port;
+* ``ipBlock`` matches addresses (pods too, when their IP is known), minus its ``except`` ranges;
+* ports match by number, by range (``endPort``) or by name, a name being resolved against the
+  container ports of the destination pod, always per protocol (TCP, UDP, SCTP);
+* a pod-to-pod flow needs egress allowed at the source and ingress allowed at the destination.
+
+Anything that is not a known pod (an IP outside the cluster) is not subject to NetworkPolicy on
+its own side.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from nsbaseline import names
+from nsbaseline.selection import selector_matches
+
+Direction = Literal["ingress", "egress"]
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+MAX_PORT = 65535
+#: The name ``explain`` shows for a namespace's stand-in pod when no pods are known.
+REPRESENTATIVE = "*"
+
+
+# ----- the world ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ContainerPort:
+    port: int
+    protocol: str = "TCP"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def effective_labels(self) -> dict[str, str]:
+        """The labels plus the immutable name label the API server sets on every namespace."""
+        return {**self.labels, names.NAMESPACE_NAME_LABEL: self.name}
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ports: tuple[ContainerPort, ...] = ()
+    ip: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Pod:
+        meta = body.get("metadata") or {}
+        spec = body.get("spec") or {}
+        ports = tuple(
+            ContainerPort(int(p["containerPort"]), p.get("protocol") or "TCP", p.get("name"))
+            for c in spec.get("containers") or []
+            for p in c.get("ports") or []
+            if "containerPort" in p
+        )
+        return cls(
+            namespace=meta.get("namespace") or "default",
+            name=meta["name"],
+            labels=dict(meta.get("labels") or {}),
+            ports=ports,
+            ip=(body.get("status") or {}).get("podIP"),
+        )
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One NetworkPolicy: where it lives and its spec as written."""
+
+    namespace: str
+    name: str
+    spec: Mapping[str, Any]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def policy_types(self) -> frozenset[str]:
+        types = self.spec.get("policyTypes")
+        if types:
+            return frozenset(types)
+        # The API server's defaulting when policyTypes is absent.
+        return frozenset({"Ingress", "Egress"} if self.spec.get("egress") else {"Ingress"})
+
+    def isolates(self, direction: Direction) -> bool:
+        return direction.capitalize() in self.policy_types
+
+    def rules(self, direction: Direction) -> list[Mapping[str, Any]]:
+        return list(self.spec.get(direction) or [])
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Policy:
+        meta = body.get("metadata") or {}
+        return cls(meta.get("namespace") or "default", meta["name"], dict(body.get("spec") or {}))
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One end of a flow: a pod, or a bare IP address outside every known pod."""
+
+    pod: Pod | None = None
+    ip: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.pod is None) == (self.ip is None):
+            raise ValueError("an endpoint is either a pod or an IP address")
+
+    @property
+    def address(self) -> str | None:
+        return self.pod.ip if self.pod is not None else self.ip
+
+    def __str__(self) -> str:
+        return self.pod.ref if self.pod is not None else f"ip:{self.ip}"
+
+
+# ----- port sets ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PortSet:
+    """Per protocol, sorted disjoint inclusive port ranges."""
+
+    ranges: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = ()
+
+    @classmethod
+    def all(cls) -> PortSet:
+        return cls(tuple((p, ((1, MAX_PORT),)) for p in PROTOCOLS))
+
+    @classmethod
+    def of(cls, items: Iterable[tuple[str, int, int]]) -> PortSet:
+        by_proto: dict[str, list[tuple[int, int]]] = {}
+        for proto, lo, hi in items:
+            by_proto.setdefault(proto, []).append((lo, hi))
+        return cls(tuple((p, _merge(by_proto[p])) for p in PROTOCOLS if by_proto.get(p)))
+
+    def _map(self) -> dict[str, tuple[tuple[int, int], ...]]:
+        return dict(self.ranges)
+
+    def union(self, other: PortSet) -> PortSet:
+        items = [(p, lo, hi) for s in (self, other) for p, rs in s.ranges for lo, hi in rs]
+        return PortSet.of(items)
+
+    def intersect(self, other: PortSet) -> PortSet:
+        mine, theirs = self._map(), other._map()
+        items = []
+        for proto in PROTOCOLS:
+            for lo1, hi1 in mine.get(proto, ()):
+                for lo2, hi2 in theirs.get(proto, ()):
+                    if max(lo1, lo2) <= min(hi1, hi2):
+                        items.append((proto, max(lo1, lo2), min(hi1, hi2)))
+        return PortSet.of(items)
+
+    def contains(self, protocol: str, port: int) -> bool:
+        return any(lo <= port <= hi for lo, hi in self._map().get(protocol, ()))
+
+    @property
+    def empty(self) -> bool:
+        return not self.ranges
+
+    def __str__(self) -> str:
+        if self == PortSet.all():
+            return "all"
+        if self.empty:
+            return "none"
+        parts = []
+        for proto, rs in self.ranges:
+            if rs == ((1, MAX_PORT),):
+                parts.append(f"all/{proto}")
+                continue
+            parts.extend(f"{lo}/{proto}" if lo == hi else f"{lo}-{hi}/{proto}" for lo, hi in rs)
+        return ",".join(parts)
+
+
+def _merge(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return tuple(out)
+
+
+def rule_ports(rule: Mapping[str, Any], destination: Pod | None) -> PortSet:
+    """The ports one rule allows towards ``destination`` (named ports need a destination pod)."""
+    entries = rule.get("ports") or []
+    if not entries:
+        return PortSet.all()
+    items: list[tuple[str, int, int]] = []
+    for entry in entries:
+        proto = entry.get("protocol") or "TCP"
+        port = entry.get("port")
+        if port is None:
+            items.append((proto, 1, MAX_PORT))
+        elif isinstance(port, int) or str(port).isdigit():
+            lo = int(port)
+            hi = int(entry["endPort"]) if entry.get("endPort") is not None else lo
+            items.append((proto, lo, hi))
+        elif destination is not None:
+            items.extend(
+                (proto, cp.port, cp.port)
+                for cp in destination.ports
+                if cp.name == port and cp.protocol == proto
+            )
+    return PortSet.of(items)
+
+
+# ----- peers --------------------------------------------------------------------------------
+def _in_block(address: str | None, block: Mapping[str, Any]) -> bool:
+    if address is None:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+        net = ipaddress.ip_network(block["cidr"], strict=False)
+        if ip.version != net.version or ip not in net:
+            return False
+        for sub in block.get("except") or []:
+            excluded = ipaddress.ip_network(sub, strict=False)
+            if ip.version == excluded.version and ip in excluded:
+                return False
+    except ValueError:
+        return False
+    return True
+
+
+# ----- verdicts -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RuleRef:
+    """One rule (and the peer in it) that allows a flow."""
+
+    policy: str
+    direction: Direction
+    rule: int
+    peer: int | None  # None: the rule has no peers, so it allows every peer
+    ports: PortSet
+
+    def __str__(self) -> str:
+        who = "every peer" if self.peer is None else f"peer {self.peer}"
+        return f"{self.policy} {self.direction}[{self.rule}] ({who}, ports {self.ports})"
+
+
+@dataclass(frozen=True)
+class DirectionResult:
+    """How one side of a flow decides it: not enforced, not isolated, allowed, or denied."""
+
+    direction: Direction
+    pod: str | None  # the pod whose policies decide; None when that side is no pod
+    isolated_by: tuple[str, ...] = ()
+    allowed_by: tuple[RuleRef, ...] = ()
+    ports: PortSet = field(default_factory=PortSet.all)  # what this side lets through
+
+    @property
+    def enforced(self) -> bool:
+        return self.pod is not None
+
+    @property
+    def isolated(self) -> bool:
+        return bool(self.isolated_by)
+
+    def reason(self, protocol: str | None = None, port: int | None = None) -> str:
+        side = "egress from" if self.direction == "egress" else "ingress to"
+        if self.pod is None:
+            return f"{self.direction}: not a pod in the cluster, no NetworkPolicy applies"
+        if not self.isolated:
+            return f"{side} {self.pod}: not isolated (no policy with {self.direction} selects it)"
+        rules = [
+            r for r in self.allowed_by if protocol is None or r.ports.contains(protocol, port or 0)
+        ]
+        if rules:
+            return f"{side} {self.pod}: allowed by " + "; ".join(str(r) for r in rules)
+        return (
+            f"{side} {self.pod}: denied; isolated by "
+            + ", ".join(self.isolated_by)
+            + (" and no rule allows it" if not self.allowed_by else " and no rule allows this port")
+        )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    source: str
+    destination: str
+    protocol: str
+    port: int
+    allowed: bool
+    egress: DirectionResult
+    ingress: DirectionResult
+
+    def reasons(self) -> list[str]:
+        return [
+            self.egress.reason(self.protocol, self.port),
+            self.ingress.reason(self.protocol, self.port),
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        def side(d: DirectionResult) -> dict[str, Any]:
+            rules = [r for r in d.allowed_by if r.ports.contains(self.protocol, self.port)]
+            return {
+                "enforced": d.enforced,
+                "isolated": d.isolated,
+                "isolatedBy": list(d.isolated_by),
+                "allowedBy": [
+                    {"policy": r.policy, "rule": r.rule, "peer": r.peer, "ports": str(r.ports)}
+                    for r in rules
+                ],
+                "reason": d.reason(self.protocol, self.port),
+            }
+
+        return {
+            "from": self.source,
+            "to": self.destination,
+            "protocol": self.protocol,
+            "port": self.port,
+            "allowed": self.allowed,
+            "egress": side(self.egress),
+            "ingress": side(self.ingress),
+        }
+
+
+@dataclass(frozen=True)
+class Connectivity:
+    """Every port a source may open to a destination, with both sides' reasons."""
+
+    source: str
+    destination: str
+    ports: PortSet
+    egress: DirectionResult
+    ingress: DirectionResult
+
+
+class World:
+    """Namespaces, pods and NetworkPolicies, indexed for evaluation."""
+
+    def __init__(
+        self,
+        namespaces: Iterable[Namespace] = (),
+        pods: Iterable[Pod] = (),
+        policies: Iterable[Policy] = (),
+    ) -> None:
+        self.namespaces = {n.name: n for n in namespaces}
+        self.pods = list(pods)
+        self.policies = sorted(policies, key=lambda p: (p.namespace, p.name))
+        for pod in self.pods:
+            self.namespaces.setdefault(pod.namespace, Namespace(pod.namespace))
+        for policy in self.policies:
+            self.namespaces.setdefault(policy.namespace, Namespace(policy.namespace))
+
+    def namespace_labels(self, name: str) -> dict[str, str]:
+        return self.namespaces.get(name, Namespace(name)).effective_labels
+
+    def pod(self, ref: str) -> Pod | None:
+        return next((p for p in self.pods if p.ref == ref), None)
+
+    def pod_by_ip(self, ip: str) -> Pod | None:
+        return next((p for p in self.pods if p.ip == ip), None)
+
+    def endpoint_for_ip(self, ip: str) -> Endpoint:
+        """An address: the pod holding it if known, else an address outside the cluster."""
+        pod = self.pod_by_ip(ip)
+        return Endpoint(pod=pod) if pod is not None else Endpoint(ip=ip)
+
+    def selecting(self, pod: Pod) -> list[Policy]:
+        return [
+            p
+            for p in self.policies
+            if p.namespace == pod.namespace
+            and selector_matches(p.spec.get("podSelector") or {}, pod.labels)
+        ]
+
+    def peer_matches(self, policy: Policy, peer: Mapping[str, Any], other: Endpoint) -> bool:
+        """Whether ``other`` is one of the peers ``peer`` (of ``policy``) describes."""
+        if peer.get("ipBlock"):
+            return _in_block(other.address, peer["ipBlock"])
+        pod = other.pod
+        if pod is None:
+            return False  # selectors only ever select pods
+        ns_selector = peer.get("namespaceSelector")
+        if ns_selector is None:
+            if pod.namespace != policy.namespace:
+                return False
+        elif not selector_matches(ns_selector, self.namespace_labels(pod.namespace)):
+            return False
+        pod_selector = peer.get("podSelector")
+        return pod_selector is None or selector_matches(pod_selector, pod.labels)
+
+    def side(
+        self, direction: Direction, subject: Endpoint, other: Endpoint, destination: Endpoint
+    ) -> DirectionResult:
+        """Evaluate one direction for ``subject`` (the source for egress, else the destination)."""
+        if subject.pod is None:
+            return DirectionResult(direction, None)
+        isolating = [p for p in self.selecting(subject.pod) if p.isolates(direction)]
+        if not isolating:
+            return DirectionResult(direction, subject.pod.ref)
+        peers_key = "from" if direction == "ingress" else "to"
+        allowed: list[RuleRef] = []
+        total = PortSet()
+        for policy in isolating:
+            for index, rule in enumerate(policy.rules(direction)):
+                peers: Sequence[Mapping[str, Any]] = rule.get(peers_key) or []
+                if peers:
+                    hit = next(
+                        (
+                            i
+                            for i, peer in enumerate(peers)
+                            if self.peer_matches(policy, peer, other)
+                        ),
+                        None,
+                    )
+                    if hit is None:
+                        continue
+                else:
+                    hit = None
+                ports = rule_ports(rule, destination.pod)
+                if ports.empty:
+                    continue
+                allowed.append(RuleRef(policy.ref, direction, index, hit, ports))
+                total = total.union(ports)
+        return DirectionResult(
+            direction,
+            subject.pod.ref,
+            tuple(p.ref for p in isolating),
+            tuple(allowed),
+            total,
+        )
+
+    def connectivity(self, source: Endpoint, destination: Endpoint) -> Connectivity:
+        egress = self.side("egress", source, destination, destination)
+        ingress = self.side("ingress", destination, source, destination)
+        return Connectivity(
+            str(source), str(destination), egress.ports.intersect(ingress.ports), egress, ingress
+        )
+
+    def check(self, source: Endpoint, destination: Endpoint, protocol: str, port: int) -> Verdict:
+        """Is ``protocol``/``port`` from ``source`` to ``destination`` allowed, and why?"""
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        if not 1 <= port <= MAX_PORT:
+            raise ValueError(f"port must be within 1-{MAX_PORT}, got {port}")
+        c = self.connectivity(source, destination)
+        return Verdict(
+            str(source),
+            str(destination),
+            protocol,
+            port,
+            c.ports.contains(protocol, port),
+            c.egress,
+            c.ingress,
+        )
+
+
+__all__ = [
+    "REPRESENTATIVE",
+    "Connectivity",
+    "ContainerPort",
+    "DirectionResult",
+    "Endpoint",
+    "Namespace",
+    "Pod",
+    "Policy",
+    "PortSet",
+    "RuleRef",
+    "Verdict",
+    "World",
+    "rule_ports",
+]
