@@ -43,6 +43,10 @@ lint: venv ## Lint, check formatting and types, and check crds/ is up to date.
 crds: venv ## Regenerate crds/ from operator/nsbaseline/api.py.
 	$(PY) hack/gen_crd.py
 
+.PHONY: docs
+docs: venv ## Regenerate docs/reference.md from operator/nsbaseline/api.py.
+	$(PY) hack/gen_docs.py
+
 ##@ Local control plane
 
 .PHONY: controlplane
