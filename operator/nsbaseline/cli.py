@@ -147,11 +147,12 @@ def _load_yaml_docs(path: Path) -> list[dict[str, Any]]:
 def _policies_from(docs: Sequence[dict[str, Any]], path: Path) -> list[PolicyInfo]:
     policies = []
     for doc in docs:
-        if doc.get("kind") != names.KIND or doc.get("apiVersion") != names.API_VERSION:
-            _fail(
-                f"{path}: expected {names.API_VERSION} {names.KIND}, got "
-                f"{doc.get('apiVersion')} {doc.get('kind')}"
-            )
+        if doc.get("kind") != names.KIND:
+            # Manifests often mix kinds (a demo with its Namespaces): skip them, say so.
+            click.echo(f"# skipping {doc.get('kind')} in {path}", err=True)
+            continue
+        if doc.get("apiVersion") != names.API_VERSION:
+            _fail(f"{path}: expected apiVersion {names.API_VERSION}, got {doc.get('apiVersion')}")
         if not isinstance(doc.get("metadata"), dict) or not doc["metadata"].get("name"):
             _fail(f"{path}: a {names.KIND} needs metadata.name")
         if not isinstance(doc.get("spec", {}), dict):

@@ -218,8 +218,9 @@ class Reconciler:
         """Bring one namespace to its desired state. Returns False when a retry is needed."""
         t0 = time.monotonic()
         info = self.state.namespace(namespace)
-        if info is None:
-            # Gone: its objects went with it. Forget it so status stops counting it.
+        if info is None or info.terminating:
+            # Gone or going: its objects go with it, and writing there would only race the
+            # namespace controller. Forget it so status stops counting it.
             self._forget_namespace(namespace)
             return True
         policies = self.state.policies()
