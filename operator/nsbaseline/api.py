@@ -365,6 +365,55 @@ def spec_schema() -> Schema:
                     ),
                 ],
             },
+            "exceptions": {
+                "type": "array",
+                "description": "Time-boxed exceptions: the listed pieces are removed from one "
+                "namespace until expiresAt, then restored automatically. CRD validation has no "
+                "clock, so an expiry already in the past is accepted but has no effect (status "
+                "shows it as Expired).",
+                "maxItems": 256,
+                "x-kubernetes-list-type": "atomic",
+                "items": {
+                    "type": "object",
+                    "required": ["namespace", "pieces", "reason", "expiresAt"],
+                    "properties": {
+                        "namespace": dns_label("The namespace the exception applies to."),
+                        "pieces": {
+                            "type": "array",
+                            "description": "Pieces (template names, e.g. allow-monitoring or "
+                            "default-deny) not rendered in that namespace while it lasts.",
+                            "minItems": 1,
+                            "maxItems": 16,
+                            "x-kubernetes-list-type": "set",
+                            "items": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 63,
+                                "pattern": DNS_LABEL,
+                            },
+                        },
+                        "reason": {
+                            "type": "string",
+                            "description": "Why the exception exists (ticket, owner); required.",
+                            "minLength": 1,
+                            "maxLength": 1024,
+                        },
+                        "expiresAt": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "When the pieces come back (RFC 3339, e.g. "
+                            "2030-01-31T18:00:00Z).",
+                        },
+                    },
+                    "x-kubernetes-validations": [
+                        _rule(
+                            "self.reason.trim() != ''",
+                            "reason must not be blank: say why the exception exists",
+                            ".reason",
+                        )
+                    ],
+                },
+            },
             "templates": {
                 "type": "array",
                 "description": "Extra templates to render for this policy, from the operator's "
@@ -477,6 +526,26 @@ def status_schema() -> Schema:
                 "Render or apply errors.",
                 {"namespace": "Namespace.", "template": "Template.", "message": "What failed."},
             ),
+            "exceptions": {
+                "type": "array",
+                "description": "The policy's exceptions: Active ones (pieces held back until "
+                "expiresAt) and Expired ones (no effect any more).",
+                "x-kubernetes-list-type": "atomic",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "namespace": {"type": "string", "description": "Namespace."},
+                        "pieces": {
+                            "type": "array",
+                            "description": "Pieces held back.",
+                            "items": {"type": "string"},
+                        },
+                        "reason": {"type": "string", "description": "Why."},
+                        "expiresAt": {"type": "string", "description": "Deadline."},
+                        "state": {"type": "string", "description": "Active or Expired."},
+                    },
+                },
+            },
             "pendingChanges": _entries(
                 "In Audit mode: what Enforce would do.",
                 {

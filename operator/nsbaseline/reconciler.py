@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from nsbaseline import canonical, metrics, names
+from nsbaseline import canonical, exceptions, metrics, names
 from nsbaseline.kube import ApiError, KubeClient
 from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo
 from nsbaseline.plan import Action, Plan, build_plan
@@ -99,6 +99,8 @@ class Reconciler:
         self._reported: set[tuple[str, ...]] = set()
         self._events: asyncio.Queue[tuple[Mapping[str, Any], str, str, str]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        #: (namespace, policy, expiresAt) -> the timer that re-reconciles when an exception ends.
+        self._expiry_timers: dict[tuple[str, str, datetime.datetime], asyncio.TimerHandle] = {}
         self.ready = asyncio.Event()
         self.idle = asyncio.Event()
 
@@ -110,6 +112,9 @@ class Reconciler:
         self._tasks = [asyncio.create_task(fn()) for fn in loop_tasks]
 
     async def stop(self) -> None:
+        for timer in self._expiry_timers.values():
+            timer.cancel()
+        self._expiry_timers.clear()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -225,7 +230,9 @@ class Reconciler:
             return True
         policies = self.state.policies()
         selecting = policies_for(list(policies.values()), info)
-        renders = [render_policy(self.templates, info, p) for p in selecting]
+        now = exceptions.now()
+        renders = [render_policy(self.templates, info, p, now) for p in selecting]
+        self._schedule_expiries(namespace, selecting, now)
         plan = build_plan(
             info, renders, self.actual_objects(namespace), policies, self.applied_hashes
         )
@@ -235,6 +242,27 @@ class Reconciler:
         result = "error" if failed else ("changed" if plan.writes else "unchanged")
         metrics.RECONCILES.labels(result).inc()
         return not failed
+
+    def _schedule_expiries(
+        self, namespace: str, selecting: Iterable[PolicyInfo], now: datetime.datetime
+    ) -> None:
+        """Re-reconcile ``namespace`` exactly when an active exception ends (no sweep delay)."""
+        loop = asyncio.get_running_loop()
+        for policy in selecting:
+            when = exceptions.next_expiry(policy.spec, namespace, now)
+            if when is None:
+                continue
+            key = (namespace, policy.name, when)
+            if key in self._expiry_timers:
+                continue
+            # A hair late rather than early: the reconcile then already sees the exception over.
+            delay = (when - now).total_seconds() + 0.05
+            self._expiry_timers[key] = loop.call_later(delay, self._exception_expired, key)
+
+    def _exception_expired(self, key: tuple[str, str, datetime.datetime]) -> None:
+        self._expiry_timers.pop(key, None)
+        self._dirty_policies.add(key[1])  # its status lists the exception as Expired now
+        self.enqueue(key[0])
 
     async def _execute(self, plan: Plan, started: float) -> dict[str, str]:
         """Run the phases in order; stop at the first phase with a failure.
@@ -466,6 +494,7 @@ class Reconciler:
             outcomes = [o[name] for o in self.outcomes.values() if name in o]
             previous = self._status_written.get(name) or dict(policy.status)
             status = policy_status(policy.generation, policy.audit, outcomes, previous, _now())
+            status["exceptions"] = exceptions.status_entries(policy.spec, exceptions.now())
             metrics.MATCHED.labels(name).set(status["matchedNamespaces"])
             metrics.COMPLIANT.labels(name).set(status["compliantNamespaces"])
             if _comparable(status) == _comparable(dict(policy.status)):

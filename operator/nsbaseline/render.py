@@ -9,6 +9,7 @@ for the target namespace.
 
 from __future__ import annotations
 
+import datetime
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import jinja2
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
-from nsbaseline import canonical, names
+from nsbaseline import canonical, exceptions, names
 from nsbaseline.model import NamespaceInfo, PolicyInfo
 from nsbaseline.params import ParamError, namespace_params
 
@@ -336,12 +337,22 @@ class PolicyRender:
 
 
 def render_policy(
-    templates: TemplateSet, namespace: NamespaceInfo, policy: PolicyInfo
+    templates: TemplateSet,
+    namespace: NamespaceInfo,
+    policy: PolicyInfo,
+    now: datetime.datetime | None = None,
 ) -> PolicyRender:
-    """Render all pieces of ``policy`` for ``namespace``, collecting every error."""
+    """Render all pieces of ``policy`` for ``namespace``, collecting every error.
+
+    Pieces held back by an exception active at ``now`` (default: the current time) are left out,
+    so the plan removes them like any piece the policy no longer wants.
+    """
     objects: list[RenderedObject] = []
     errors: list[RenderError] = []
+    held_back = exceptions.excepted_pieces(policy.spec, namespace.name, now or exceptions.now())
     for piece in pieces_of(policy):
+        if piece in held_back:
+            continue
         try:
             rendered = templates.render(piece, namespace, policy)
         except RenderError as exc:

@@ -1,0 +1,94 @@
+"""Time-boxed exceptions: when they hold pieces back, and what status reports about them."""
+
+from __future__ import annotations
+
+import datetime
+
+from nsbaseline import exceptions
+from nsbaseline.model import NamespaceInfo, PolicyInfo
+from nsbaseline.render import TemplateSet, render_policy
+
+UTC = datetime.UTC
+T0 = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+SPEC = {
+    "exceptions": [
+        {
+            "namespace": "team-a",
+            "pieces": ["allow-monitoring", "default-deny"],
+            "reason": "INC-42 debugging",
+            "expiresAt": "2030-01-01T13:00:00Z",
+        },
+        {
+            "namespace": "team-a",
+            "pieces": ["allow-dns"],
+            "reason": "later",
+            "expiresAt": "2030-01-01T12:30:00+00:00",
+        },
+        {
+            "namespace": "team-b",
+            "pieces": ["default-deny"],
+            "reason": "old",
+            "expiresAt": "2029-12-31T00:00:00Z",
+        },
+    ]
+}
+
+
+def test_exception_is_active_strictly_before_its_deadline() -> None:
+    [first, *_] = exceptions.parse(SPEC)
+    assert first.active(T0)
+    assert first.active(first.expires_at - datetime.timedelta(microseconds=1))
+    assert not first.active(first.expires_at)
+
+
+def test_active_exceptions_hold_back_their_pieces_for_their_namespace_only() -> None:
+    assert exceptions.excepted_pieces(SPEC, "team-a", T0) == {
+        "allow-monitoring",
+        "default-deny",
+        "allow-dns",
+    }
+    later = T0 + datetime.timedelta(minutes=45)
+    assert exceptions.excepted_pieces(SPEC, "team-a", later) == {"allow-monitoring", "default-deny"}
+    assert exceptions.excepted_pieces(SPEC, "team-b", T0) == frozenset()
+    assert exceptions.excepted_pieces(SPEC, "team-c", T0) == frozenset()
+
+
+def test_next_expiry_is_the_earliest_active_deadline() -> None:
+    assert exceptions.next_expiry(SPEC, "team-a", T0) == datetime.datetime(
+        2030, 1, 1, 12, 30, tzinfo=UTC
+    )
+    after = datetime.datetime(2030, 1, 1, 12, 30, tzinfo=UTC)
+    assert exceptions.next_expiry(SPEC, "team-a", after) == datetime.datetime(
+        2030, 1, 1, 13, 0, tzinfo=UTC
+    )
+    assert exceptions.next_expiry(SPEC, "team-b", T0) is None
+
+
+def test_status_lists_active_before_expired() -> None:
+    entries = exceptions.status_entries(SPEC, T0)
+    assert [(e["namespace"], e["state"]) for e in entries] == [
+        ("team-a", "Active"),
+        ("team-a", "Active"),
+        ("team-b", "Expired"),
+    ]
+    assert entries[0]["pieces"] == ["allow-dns"] and entries[0]["reason"] == "later"
+
+
+def test_unparseable_entries_are_ignored() -> None:
+    spec = {"exceptions": [{"namespace": "a", "pieces": ["x"], "reason": "r", "expiresAt": "soon"}]}
+    assert exceptions.parse(spec) == []
+    assert exceptions.parse({}) == []
+
+
+def test_render_leaves_out_excepted_pieces_until_expiry() -> None:
+    policy = PolicyInfo.from_body(
+        {"metadata": {"name": "base"}, "spec": {"monitoring": {"enabled": True}, **SPEC}}
+    )
+    ns = NamespaceInfo("team-a", {"kubernetes.io/metadata.name": "team-a"})
+    templates = TemplateSet()
+    during = render_policy(templates, ns, policy, T0)
+    assert [o.piece for o in during.objects] == []
+    between = render_policy(templates, ns, policy, T0 + datetime.timedelta(minutes=31))
+    assert [o.piece for o in between.objects] == ["allow-dns"]
+    after = render_policy(templates, ns, policy, T0 + datetime.timedelta(hours=2))
+    assert [o.piece for o in after.objects] == ["allow-dns", "allow-monitoring", "default-deny"]
