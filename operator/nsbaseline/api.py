@@ -170,7 +170,16 @@ def ports(description: str, default: list[Schema] | None = None) -> Schema:
                     "!has(self.endPort) || (type(self.port) == int && self.endPort >= self.port)",
                     "endPort needs a numeric port and must not be below it",
                     ".endPort",
-                )
+                ),
+                # IANA service names, as the API server checks them on a NetworkPolicy: a
+                # letter somewhere (else "8080" would pass for a name) and no "--".
+                _rule(
+                    "type(self.port) == int || "
+                    "(string(self.port).matches('[a-z]') && !string(self.port).contains('--'))",
+                    "a named port must contain at least one letter and no '--' (an IANA "
+                    "service name such as 'metrics'); write numbers without quotes",
+                    ".port",
+                ),
             ],
         },
         "x-kubernetes-validations": [
