@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,7 +56,7 @@ def main() -> None:
     "--priority",
     type=int,
     default=None,
-    help="Peering priority; the highest live replica is active.",
+    help="Peering priority; the highest live replica is active (default: random per replica).",
 )
 @click.option(
     "--health",
@@ -125,9 +126,20 @@ def run(
         clusterwide=True,
         standalone=standalone,
         peering_name=None if standalone else peering_name,
-        priority=priority,
+        priority=_peering_priority(priority, standalone),
         liveness_endpoint=liveness or None,
     )
+
+
+def _peering_priority(priority: int | None, standalone: bool) -> int | None:
+    """A random priority per replica unless one is given.
+
+    Kopf pauses *every* replica when live peers share the same priority, so replicas of one
+    Deployment (identical arguments) need distinct ones: the highest is active, the others wait.
+    """
+    if priority is not None or standalone:
+        return priority
+    return random.randint(1, 2**31 - 1)
 
 
 def _load_yaml_docs(path: Path) -> list[dict[str, Any]]:

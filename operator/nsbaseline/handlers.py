@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 
 from nsbaseline import names
-from nsbaseline.kube import Credentials, KubeClient
+from nsbaseline.kube import ApiError, Credentials, KubeClient
 from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo, is_candidate
 from nsbaseline.reconciler import Reconciler, Settings
 
@@ -84,6 +84,27 @@ async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     settings.networking.request_timeout = 60
     settings.execution.max_workers = 4
     settings.batching.worker_limit = None
+    if settings.peering.mandatory and settings.peering.clusterwide:
+        await _ensure_peering_object(settings.peering.name)
+
+
+async def _ensure_peering_object(name: str) -> None:
+    """Create the ClusterKopfPeering the replicas share when it is missing.
+
+    Kopf never creates it, and a replica in mandatory peering mode stays paused without it. The
+    install cannot carry it either: one ``kubectl apply -k`` cannot create a CRD and an object of
+    that kind together. Startup handlers run before Kopf's login, so this logs in by itself.
+    """
+    client = KubeClient(Credentials(_login()))
+    body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
+    try:
+        await client.request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings", body=body)
+        logger.info("created ClusterKopfPeering %s", name)
+    except ApiError as exc:
+        if exc.status != 409:  # 409: it exists already, the normal case
+            raise
+    finally:
+        await client.close()
 
 
 @kopf.on.cleanup()
