@@ -1,0 +1,812 @@
+#!/usr/bin/env python3
+"""nsbaseline benchmark: the operator beside a tuned direct client, on one API server, one run.
+
+``make bench`` runs this. It starts its own local control plane in ``.cache/bench/cluster``
+(unless ``NSBASELINE_BENCH_KUBECONFIG`` names a cluster), then measures, in this order:
+
+1. reference convergence: N namespaces' pre-rendered NetworkPolicies POSTed by ``refclient.py``
+   (a separate process, same concurrency as the operator's ``--workers``) into reference
+   namespaces the operator does not select;
+2. reference fan-out: the same objects with one port changed, server-side applied;
+3. operator convergence: the operator runs, the N opted-in namespaces exist, then the
+   BaselinePolicy is created; time until the watcher sees all 4N objects with the right spec;
+   the API server's request counters over that window give the API economy; operator RSS;
+4. operator fan-out: one port of the policy changed; time until all N objects are updated;
+5. new-namespace latency, drift-repair latency, idle writes, restart writes and re-sync time.
+
+Every "seen" time comes from one independent watch (``watcher.py``) in this process. Write
+counts come from the API server's ``apiserver_request_total``, never from the operator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(REPO / "hack"))
+
+from kubeaccess import Access, Api, ApiFailure, np_path  # noqa: E402
+
+from nsbaseline import canonical, names  # noqa: E402
+from nsbaseline.model import NamespaceInfo, PolicyInfo  # noqa: E402
+from nsbaseline.plan import with_hash  # noqa: E402
+from nsbaseline.render import TemplateSet, render_policy  # noqa: E402
+from watcher import AllMatch, Key, Restored, Watcher  # noqa: E402
+
+POLICY = "bench"
+PIECES = ("allow-dns", "allow-monitoring", "allow-ingress-controller", "default-deny")
+FANOUT_PIECE = "allow-monitoring"
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY")
+WATCHED_RESOURCES = ("networkpolicies", "namespaces", "baselinepolicies")
+RUN_LABEL = "nsbaseline-bench/run"
+REF_MANAGED_BY = "nsbaseline-bench-reference"
+REF_PREFIX = "ref-"
+TIMEOUT_PER_OBJECT = 0.25  # generous: a wait fails only if something is really stuck
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ----- figures ------------------------------------------------------------------------------
+@dataclass
+class Row:
+    section: str
+    metric: str
+    operator: str
+    reference: str = ""
+    ratio: str = ""
+    target: str = ""
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, section: str, metric: str, operator: Any, reference: Any = "", **kw: Any) -> None:
+        self.rows.append(Row(section, metric, _fmt(operator), _fmt(reference), **kw))
+
+    def table(self, title: str) -> str:
+        headers = ("#", "metric", "operator", "reference", "op/ref", "target")
+        cells = [
+            (r.section, r.metric, r.operator, r.reference, r.ratio, r.target) for r in self.rows
+        ]
+        widths = [max(len(str(c[i])) for c in [headers, *cells]) for i in range(len(headers))]
+        rule = "-+-".join("-" * w for w in widths)
+        lines = [title, rule, " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+        lines.append(rule)
+        for cell in cells:
+            lines.append(" | ".join(str(c).ljust(w) for c, w in zip(cell, widths, strict=True)))
+        lines.append(rule)
+        return "\n".join(line.rstrip() for line in lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b > 0 else "n/a"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (p99 of 100 samples is the 99th smallest)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+# ----- API server metrics -------------------------------------------------------------------
+Counts = dict[tuple[str, str], float]
+
+
+async def request_counts(api: Api) -> Counts:
+    """``apiserver_request_total`` summed by (verb, resource)."""
+    counts: Counts = {}
+    for line in (await api.text("/metrics")).splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels_text, _, value = line[len("apiserver_request_total{") :].rpartition("} ")
+        labels = dict(
+            part.split("=", 1) for part in labels_text.replace('"', "").split(",") if "=" in part
+        )
+        key = (labels.get("verb", ""), labels.get("resource", ""))
+        counts[key] = counts.get(key, 0.0) + float(value)
+    return counts
+
+
+def diff(after: Counts, before: Counts) -> Counts:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
+
+
+def writes(delta: Counts, resources: Iterable[str] = WATCHED_RESOURCES) -> dict[str, int]:
+    out = {r: 0 for r in resources}
+    for (verb, resource), value in delta.items():
+        if verb in WRITE_VERBS and resource in out:
+            out[resource] += int(value)
+    return out
+
+
+# ----- the operator process -----------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Operator:
+    """``nsbaseline run --standalone`` as a child process, optionally under pyinstrument."""
+
+    def __init__(self, kubeconfig: Path, workdir: Path, workers: int, profile: bool) -> None:
+        self.kubeconfig = kubeconfig
+        self.workdir = workdir
+        self.workers = workers
+        self.profile = profile
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_port = 0
+        self.health_port = 0
+        self.started_at = 0.0
+        self.runs = 0
+
+    def start(self) -> None:
+        self.metrics_port, self.health_port = free_port(), free_port()
+        self.runs += 1
+        cmd = [sys.executable]
+        if self.profile:
+            out = self.workdir / f"profile-{self.runs}.txt"
+            cmd += ["-m", "pyinstrument", "-r", "text", "--show-all", "-o", str(out)]
+        cmd += [
+            "-m",
+            "nsbaseline.cli",
+            "run",
+            "--standalone",
+            "--metrics-port",
+            str(self.metrics_port),
+            "--health",
+            f"http://127.0.0.1:{self.health_port}/healthz",
+            "--workers",
+            str(self.workers),
+            "--log-format",
+            "plain",
+        ]
+        log_file = open(self.workdir / "operator.log", "ab")  # noqa: SIM115 - owned by the child
+        self.started_at = time.time()
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+            start_new_session=True,
+        )
+        log_file.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        # SIGINT: Kopf stops gracefully, and pyinstrument writes its report on the way out.
+        self.proc.send_signal(signal.SIGINT if self.profile else signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def _get(self, port: int, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def metrics(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for line in self._get(self.metrics_port, "/metrics").splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def reconciles(self) -> tuple[float, float]:
+        """(reconciles so far, queue depth) from the operator's own metrics."""
+        m = self.metrics()
+        done = sum(v for k, v in m.items() if k.startswith("nsbaseline_reconciles_total{"))
+        return done, m.get("nsbaseline_queue_depth", 0.0)
+
+    async def wait_healthy(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"operator exited; see {self.workdir / 'operator.log'}")
+            with contextlib.suppress(OSError):
+                self._get(self.health_port, "/healthz")
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError("operator health endpoint did not come up")
+
+    async def wait_settled(self, quiet: float = 1.0, timeout: float = 300) -> float:
+        """Wait until the queue is empty and no reconcile happened for ``quiet`` seconds."""
+        deadline = time.monotonic() + timeout
+        last = (-1.0, -1.0)
+        since = time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                now = self.reconciles()
+            except OSError:
+                now = (-1.0, -1.0)
+            if now != last or now[1] > 0:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return time.time()
+            await asyncio.sleep(0.1)
+        raise TimeoutError("operator did not settle")
+
+
+# ----- the benchmark ------------------------------------------------------------------------
+class Bench:
+    def __init__(self, args: argparse.Namespace, kubeconfig: Path, kubectl: str) -> None:
+        self.args = args
+        self.n: int = args.namespaces
+        self.workers: int = args.workers
+        self.ref_concurrency: int = args.reference_concurrency or args.workers
+        self.kubeconfig = kubeconfig
+        self.kubectl = kubectl
+        self.workdir: Path = args.dir
+        self.run_id = time.strftime("%H%M%S")
+        self.api = Api(Access.from_kubeconfig(kubeconfig), limit=max(16, self.workers))
+        self.watcher = Watcher(Api(Access.from_kubeconfig(kubeconfig), limit=2))
+        self.templates = TemplateSet()
+        self.report = Report()
+        self.operator = Operator(kubeconfig, self.workdir, self.workers, args.profile)
+        self.op_namespaces = [f"bench-{self.run_id}-{i:05d}" for i in range(self.n)]
+        self.ref_namespaces = [f"bref-{self.run_id}-{i:05d}" for i in range(self.n)]
+        self.policy_body: dict[str, Any] = {}
+
+    # ----- helpers ---------------------------------------------------------------------------
+    def policy_spec(self, monitoring_port: int) -> dict[str, Any]:
+        return {
+            "namespaceSelector": {"matchLabels": {names.OPT_IN_LABEL: "true"}},
+            "monitoring": {"enabled": True, "ports": [{"port": monitoring_port}]},
+            "ingressController": {"enabled": True},
+        }
+
+    def namespace_info(self, name: str, opted_in: bool) -> NamespaceInfo:
+        labels = {names.NAMESPACE_NAME_LABEL: name, RUN_LABEL: self.run_id}
+        if opted_in:
+            labels[names.OPT_IN_LABEL] = "true"
+        return NamespaceInfo(name, labels, {})
+
+    def rendered(self, namespace: str, policy: PolicyInfo) -> dict[str, dict[str, Any]]:
+        """piece -> the exact object the operator would send for ``namespace``."""
+        result = render_policy(self.templates, self.namespace_info(namespace, True), policy)
+        if result.errors:
+            raise RuntimeError(f"render failed: {result.errors[0]}")
+        objects = {o.piece: with_hash(o.body) for o in result.objects}
+        missing = set(PIECES) - set(objects)
+        if missing:
+            raise RuntimeError(f"the bench policy does not render {sorted(missing)}")
+        return objects
+
+    def expected(
+        self, namespaces: Iterable[str], policy: PolicyInfo, pieces: Iterable[str] = PIECES
+    ) -> dict[Key, str]:
+        out: dict[Key, str] = {}
+        wanted = set(pieces)
+        for ns in namespaces:
+            for piece, body in self.rendered(ns, policy).items():
+                if piece in wanted:
+                    out[(ns, body["metadata"]["name"])] = canonical.fingerprint(body["spec"])
+        return out
+
+    def reference_body(self, body: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+        """The pre-rendered object, renamed and relabelled so the operator never adopts it."""
+        meta = dict(body["metadata"])
+        meta["name"] = REF_PREFIX + meta["name"]
+        meta["namespace"] = namespace
+        meta["labels"] = {**meta["labels"], names.MANAGED_BY_LABEL: REF_MANAGED_BY}
+        meta.pop("ownerReferences", None)
+        return {**body, "metadata": meta}
+
+    async def gather_limited(self, coros: list[Any], limit: int) -> list[Any]:
+        semaphore = asyncio.Semaphore(limit)
+
+        async def one(coro: Any) -> Any:
+            async with semaphore:
+                return await coro
+
+        return await asyncio.gather(*(one(c) for c in coros))
+
+    async def wait(self, waiter: AllMatch | Restored, what: str, timeout: float) -> float:
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
+        except TimeoutError:
+            progress = getattr(waiter, "progress", "")
+            raise TimeoutError(
+                f"timed out after {timeout:.0f}s waiting for {what} {progress}"
+            ) from None
+
+    async def run_reference(self, requests: list[list[Any]]) -> dict[str, Any]:
+        job = {
+            "kubeconfig": str(self.kubeconfig),
+            "concurrency": self.ref_concurrency,
+            "requests": requests,
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(BENCH / "refclient.py"),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(BENCH)},
+        )
+        out, _ = await proc.communicate(json.dumps(job).encode())
+        if proc.returncode != 0:
+            raise RuntimeError(f"reference client failed ({proc.returncode})")
+        result: dict[str, Any] = json.loads(out)
+        if result["errors"]:
+            raise RuntimeError(
+                f"reference client: {result['errors']} errors: {result['first_error']}"
+            )
+        return result
+
+    async def create_namespaces(self, names_: list[str], opted_in: bool) -> None:
+        async def create(name: str) -> None:
+            info = self.namespace_info(name, opted_in)
+            labels = {k: v for k, v in info.labels.items() if k != names.NAMESPACE_NAME_LABEL}
+            body = {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": labels},
+            }
+            await self.api.request("POST", "/api/v1/namespaces", body)
+
+        await self.gather_limited([create(n) for n in names_], self.workers)
+
+    # ----- phases ----------------------------------------------------------------------------
+    async def setup(self) -> None:
+        subprocess.run(
+            [self.kubectl, "apply", "--server-side", "-f", str(REPO / "crds")],
+            check=True,
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                self.kubectl,
+                "wait",
+                "--for=condition=Established",
+                "--timeout=120s",
+                "crd/baselinepolicies.nsbaseline.io",
+                "crd/clusterkopfpeerings.kopf.dev",
+            ],
+            check=True,
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+            capture_output=True,
+        )
+        if await self.api.request(
+            "GET", f"/apis/{names.API_VERSION}/{names.PLURAL}/{POLICY}", ok_missing=True
+        ):
+            raise RuntimeError(
+                f"a BaselinePolicy named {POLICY!r} already exists; refusing to touch it"
+            )
+        await self.watcher.start()
+        t0 = time.time()
+        await self.create_namespaces(self.op_namespaces, True)
+        await self.create_namespaces(self.ref_namespaces, False)
+        elapsed = time.time() - t0
+        log(f"created {2 * self.n} namespaces in {elapsed:.1f}s")
+        self.report.raw["namespace_creation_s"] = elapsed
+
+    async def reference(self) -> tuple[float, float]:
+        policy = PolicyInfo.from_body(
+            {"metadata": {"name": POLICY}, "spec": self.policy_spec(self.args.port)}
+        )
+        requests: list[list[Any]] = []
+        expected: dict[Key, str] = {}
+        for ns in self.ref_namespaces:
+            for body in self.rendered(ns, policy).values():
+                ref = self.reference_body(body, ns)
+                requests.append(["POST", np_path(ns), ref])
+                expected[(ns, ref["metadata"]["name"])] = canonical.fingerprint(ref["spec"])
+        waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
+        result = await self.run_reference(requests)
+        seen = await self.wait(waiter, "reference objects", self.timeout(len(expected)))
+        converge = seen - result["start"]
+        log(f"reference: {len(requests)} objects created and seen in {converge:.2f}s")
+
+        changed = PolicyInfo.from_body(
+            {"metadata": {"name": POLICY}, "spec": self.policy_spec(self.args.port + 1)}
+        )
+        requests, expected = [], {}
+        for ns in self.ref_namespaces:
+            body = self.reference_body(self.rendered(ns, changed)[FANOUT_PIECE], ns)
+            requests.append(["APPLY", np_path(ns, body["metadata"]["name"]), body])
+            expected[(ns, body["metadata"]["name"])] = canonical.fingerprint(body["spec"])
+        waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
+        result = await self.run_reference(requests)
+        seen = await self.wait(waiter, "reference fan-out", self.timeout(len(expected)))
+        fanout = seen - result["start"]
+        log(f"reference: fan-out of {len(requests)} objects seen in {fanout:.2f}s")
+        return converge, fanout
+
+    def timeout(self, objects: int) -> float:
+        return 120 + TIMEOUT_PER_OBJECT * objects * self.args.timeout_scale
+
+    async def operator_convergence(self, ref_converge: float) -> None:
+        self.operator.start()
+        await self.operator.wait_healthy()
+        await self.operator.wait_settled()
+        log(f"operator up and idle (pid {self.operator.proc.pid if self.operator.proc else '?'})")
+        before = await request_counts(self.api)
+        body = {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "metadata": {"name": POLICY},
+            "spec": self.policy_spec(self.args.port),
+        }
+        # The expectation needs the policy's uid (ownerReference), which only the POST returns;
+        # fingerprints cover specs only, so render with a placeholder and fix nothing later.
+        policy = PolicyInfo.from_body(body)
+        expected = self.expected(self.op_namespaces, policy)
+        waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
+        t0 = time.time()
+        self.policy_body = await self.api.request(
+            "POST", f"/apis/{names.API_VERSION}/{names.PLURAL}", body
+        )
+        seen = await self.wait(waiter, "operator convergence", self.timeout(len(expected)))
+        converge = seen - t0
+        log(f"operator: {len(expected)} objects seen in {converge:.2f}s")
+        self.report.add(
+            "1",
+            f"convergence, {self.n} ns x 4 pieces (s)",
+            converge,
+            ref_converge,
+            ratio=ratio(converge, ref_converge),
+            target="<= 1.3x",
+        )
+        settled = await self.operator.wait_settled()
+        await asyncio.sleep(1.0)  # the status loop writes within 0.5 s of the last change
+        delta = diff(await request_counts(self.api), before)
+        self.report.raw["convergence_request_delta"] = {
+            f"{v} {r}": c for (v, r), c in delta.items()
+        }
+        objects = len(expected)
+        for resource in ("networkpolicies", "baselinepolicies", "events", "namespaces"):
+            for (verb, res), count in sorted(delta.items()):
+                if res == resource:
+                    self.report.add(
+                        "5",
+                        f"requests per object: {verb} {resource}",
+                        f"{count / objects:.3f}",
+                        "1.000" if (verb, resource) == ("POST", "networkpolicies") else "",
+                        target="<= 1 write, no per-object GET"
+                        if resource == "networkpolicies"
+                        else "",
+                    )
+        op_writes = writes(delta, ("networkpolicies",))["networkpolicies"]
+        self.report.add(
+            "5",
+            "NetworkPolicy writes per object",
+            f"{op_writes / objects:.3f}",
+            "1.000",
+            ratio=ratio(op_writes / objects, 1.0),
+            target="<= 1",
+        )
+        self.report.raw["operator_settled_after_s"] = settled - t0
+        self.report.add(
+            "6",
+            f"operator RSS at {self.n} ns converged (MB)",
+            self.operator.rss_mb(),
+            target="<= 200 at 5000",
+        )
+
+    async def fanout(self, ref_fanout: float) -> None:
+        spec = self.policy_spec(self.args.port + 1)
+        policy = PolicyInfo.from_body({"metadata": {"name": POLICY}, "spec": spec})
+        expected = self.expected(self.op_namespaces, policy, [FANOUT_PIECE])
+        waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
+        t0 = time.time()
+        self.policy_body = await self.api.request(
+            "PATCH",
+            f"/apis/{names.API_VERSION}/{names.PLURAL}/{POLICY}",
+            {"spec": {"monitoring": {"ports": [{"port": self.args.port + 1}]}}},
+            content_type="application/merge-patch+json",
+        )
+        seen = await self.wait(waiter, "operator fan-out", self.timeout(len(expected)))
+        elapsed = seen - t0
+        log(f"operator: fan-out to {len(expected)} objects seen in {elapsed:.2f}s")
+        self.report.add(
+            "7",
+            f"policy change fan-out, {self.n} objects (s)",
+            elapsed,
+            ref_fanout,
+            ratio=ratio(elapsed, ref_fanout),
+            target="(vs SSA client)",
+        )
+        await self.operator.wait_settled()
+
+    def current_policy(self) -> PolicyInfo:
+        return PolicyInfo.from_body(self.policy_body)
+
+    async def new_namespaces(self) -> None:
+        policy = self.current_policy()
+        latencies: list[float] = []
+        for i in range(self.args.new_namespaces):
+            name = f"bnew-{self.run_id}-{i:04d}"
+            waiter = self.watcher.add(AllMatch(self.expected([name], policy), self.watcher.specs))
+            t0 = time.time()
+            await self.create_namespaces([name], True)
+            latencies.append(await self.wait(waiter, f"baseline of {name}", 60) - t0)
+        self.report.raw["new_namespace_latencies"] = latencies
+        p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+        log(f"new namespaces: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+        self.report.add("2", f"new-namespace latency p50 ({len(latencies)} ns, ms)", p50 * 1000)
+        self.report.add(
+            "2",
+            f"new-namespace latency p99 ({len(latencies)} ns, ms)",
+            p99 * 1000,
+            target="<= 1000",
+        )
+        await self.operator.wait_settled()
+
+    async def drift(self) -> None:
+        policy = self.current_policy()
+        rng = random.Random(self.args.seed)
+        latencies: dict[str, list[float]] = {"delete": [], "edit": []}
+        for i in range(self.args.tampers):
+            ns = rng.choice(self.op_namespaces)
+            piece = rng.choice(PIECES)
+            body = self.rendered(ns, policy)[piece]
+            name = body["metadata"]["name"]
+            waiter = self.watcher.add(Restored((ns, name), canonical.fingerprint(body["spec"])))
+            kind = "delete" if i % 2 == 0 else "edit"
+            t0 = time.time()
+            if kind == "delete":
+                await self.api.request("DELETE", np_path(ns, name))
+            else:
+                await self.api.request(
+                    "PATCH",
+                    np_path(ns, name),
+                    {"spec": {"podSelector": {"matchLabels": {"bench-tamper": str(i)}}}},
+                    content_type="application/merge-patch+json",
+                )
+            latencies[kind].append(await self.wait(waiter, f"repair of {ns}/{name}", 60) - t0)
+        both = latencies["delete"] + latencies["edit"]
+        self.report.raw["drift_latencies"] = latencies
+        p50, p99 = percentile(both, 50), percentile(both, 99)
+        log(f"drift repair: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+        self.report.add("3", f"drift repair p50 ({len(both)} tampers, ms)", p50 * 1000)
+        self.report.add(
+            "3", f"drift repair p99 ({len(both)} tampers, ms)", p99 * 1000, target="<= 300"
+        )
+        for kind, values in latencies.items():
+            self.report.add("3", f"  p99 of {kind}s only (ms)", percentile(values, 99) * 1000)
+        await self.operator.wait_settled()
+
+    async def idle_and_restart(self) -> None:
+        await asyncio.sleep(2.0)  # let the last status write and its watch echo pass
+        before = await request_counts(self.api)
+        await asyncio.sleep(self.args.idle)
+        idle = writes(diff(await request_counts(self.api), before))
+        log(f"idle {self.args.idle:.0f}s: writes {idle}")
+        self.report.add(
+            "4",
+            f"idle writes over {self.args.idle:.0f}s (np/ns/bp)",
+            f"{sum(idle.values())} ({idle['networkpolicies']}/{idle['namespaces']}/{idle['baselinepolicies']})",
+            target="0",
+        )
+        before = await request_counts(self.api)
+        self.operator.stop()
+        namespaces = len((await self.api.request("GET", "/api/v1/namespaces"))["items"])
+        self.operator.start()
+        await self.operator.wait_healthy()
+        healthy = time.time() - self.operator.started_at
+        deadline = time.monotonic() + self.timeout(namespaces)
+        while True:  # re-sync done: every namespace reconciled once, and the queue empty
+            with contextlib.suppress(OSError):
+                done, depth = self.operator.reconciles()
+                if done >= namespaces and depth == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError("operator re-sync did not finish")
+            await asyncio.sleep(0.05)
+        resync = time.time() - self.operator.started_at
+        await self.operator.wait_settled()
+        await asyncio.sleep(2.0)
+        restart = writes(diff(await request_counts(self.api), before))
+        log(f"restart: healthy {healthy:.2f}s, re-sync {resync:.2f}s, writes {restart}")
+        self.report.add(
+            "4",
+            "writes across restart + re-sync (np/ns/bp)",
+            f"{sum(restart.values())} ({restart['networkpolicies']}/{restart['namespaces']}/{restart['baselinepolicies']})",
+            target="0",
+        )
+        self.report.add("4", f"startup re-sync time, {namespaces} ns (s)", resync)
+        self.report.add("4", "  of which to healthz (s)", healthy)
+        self.report.add("6", "operator RSS after restart + re-sync (MB)", self.operator.rss_mb())
+
+    async def cleanup(self) -> None:
+        """For an external cluster: remove what this run created (the local one is just stopped)."""
+        with contextlib.suppress(ApiFailure):
+            await self.api.request(
+                "DELETE", f"/apis/{names.API_VERSION}/{names.PLURAL}/{POLICY}", ok_missing=True
+            )
+        items = (
+            await self.api.request(
+                "GET", "/api/v1/namespaces", params={"labelSelector": f"{RUN_LABEL}={self.run_id}"}
+            )
+        )["items"]
+        await self.gather_limited(
+            [
+                self.api.request(
+                    "DELETE", f"/api/v1/namespaces/{n['metadata']['name']}", ok_missing=True
+                )
+                for n in items
+            ],
+            self.workers,
+        )
+
+    async def run(self) -> Report:
+        try:
+            await self.setup()
+            ref_converge, ref_fanout = await self.reference()
+            await self.operator_convergence(ref_converge)
+            await self.fanout(ref_fanout)
+            await self.new_namespaces()
+            await self.drift()
+            await self.idle_and_restart()
+        finally:
+            self.operator.stop()
+            await self.watcher.stop()
+            await self.watcher.api.close()
+            if self.args.external:
+                with contextlib.suppress(Exception):
+                    await self.cleanup()
+            await self.api.close()
+        self.report.raw["watch_events"] = self.watcher.events
+        return self.report
+
+
+# ----- entry point --------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "-n", "--namespaces", type=int, default=1000, help="N opted-in namespaces (1000; try 5000)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=16,
+        help="operator --workers, and the reference client's concurrency",
+    )
+    p.add_argument(
+        "--reference-concurrency",
+        type=int,
+        default=0,
+        help="override the reference client's concurrency",
+    )
+    p.add_argument("--idle", type=float, default=60.0, help="idle window in seconds (60)")
+    p.add_argument(
+        "--new-namespaces", type=int, default=100, help="namespaces created one at a time (100)"
+    )
+    p.add_argument(
+        "--tampers", type=int, default=200, help="drift tampers, half deletes, half edits (200)"
+    )
+    p.add_argument(
+        "--port", type=int, default=9100, help="monitoring port in the policy (fan-out adds 1)"
+    )
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--timeout-scale", type=float, default=1.0, help="multiply wait timeouts (slow machines)"
+    )
+    p.add_argument("--profile", action="store_true", help="run the operator under pyinstrument")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=REPO / ".cache" / "bench",
+        help="work folder (cluster, logs, results)",
+    )
+    p.add_argument(
+        "--keep-cluster", action="store_true", help="leave the local control plane running"
+    )
+    args = p.parse_args(argv)
+    args.dir = args.dir.resolve()
+    args.external = bool(os.environ.get("NSBASELINE_BENCH_KUBECONFIG"))
+    return args
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    try:
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        model = "unknown CPU"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{cpus} CPUs ({model}), load average {load:.1f} at start, Python {sys.version.split()[0]}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.dir.mkdir(parents=True, exist_ok=True)
+    (args.dir / "operator.log").unlink(missing_ok=True)
+    where = machine()
+    cluster = None
+    if args.external:
+        kubeconfig = Path(os.environ["NSBASELINE_BENCH_KUBECONFIG"])
+        kubectl = os.environ.get("NSBASELINE_BENCH_KUBECTL") or shutil.which("kubectl") or "kubectl"
+        server = "external cluster"
+    else:
+        from localcluster import LocalCluster
+
+        workdir = args.dir / "cluster"
+        old = LocalCluster.load(workdir)
+        if old is not None:
+            old.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+        log(f"starting a local control plane in {workdir}")
+        cluster = LocalCluster(workdir)
+        cluster.start()
+        assert cluster.bindir is not None
+        kubeconfig, kubectl = cluster.kubeconfig, str(cluster.bindir / "kubectl")
+        server = "local kube-apiserver/etcd (hack/localcluster.py)"
+    try:
+        bench = Bench(args, kubeconfig, kubectl)
+        started = time.time()
+        report = asyncio.run(bench.run())
+    finally:
+        if cluster is not None and not args.keep_cluster:
+            cluster.stop()
+    report.raw.update({"args": {k: str(v) for k, v in vars(args).items()}, "machine": where})
+    (args.dir / "results.json").write_text(json.dumps(report.raw, indent=2, default=str))
+    title = (
+        f"nsbaseline bench: N={args.namespaces}, workers={args.workers}, reference concurrency="
+        f"{bench.ref_concurrency}, idle={args.idle:.0f}s; {server}\n"
+        f"machine: {where}; total {time.time() - started:.0f}s"
+    )
+    print()
+    print(report.table(title))
+    if args.profile:
+        print(f"\noperator profiles: {sorted(str(p) for p in args.dir.glob('profile-*.txt'))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
