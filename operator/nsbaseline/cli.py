@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import sys
@@ -14,6 +15,18 @@ import click
 import yaml
 
 from nsbaseline import __version__, names
+from nsbaseline.evaluator import Policy as EvalPolicy
+from nsbaseline.explain import (
+    FORMATS,
+    ExplainError,
+    Inputs,
+    build_world,
+    cluster_inputs,
+    format_matrix,
+    format_query,
+    matrix,
+    query,
+)
 from nsbaseline.model import NamespaceInfo, PolicyInfo
 from nsbaseline.plan import build_plan, with_hash
 from nsbaseline.render import RenderedObject, TemplateSet, render_policy
@@ -346,6 +359,88 @@ async def _status_rows(templates_dir: Path | None) -> list[dict[str, str]]:
                 {"policy": policy.name, "namespace": ns.name, "state": state, "detail": detail}
             )
     return rows
+
+
+@main.command()
+@click.option(
+    "-f",
+    "--filename",
+    "files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Manifests with NetworkPolicies, Namespaces and Pods (repeatable); default: the cluster.",
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A BaselinePolicy file: add the baseline it renders for each --namespace.",
+)
+@click.option("-n", "--namespace", "namespaces", multiple=True, help="Namespace(s) for the matrix.")
+@click.option("--from", "source", default=None, help="ns/pod, ns, ip:ADDR, dns or external.")
+@click.option("--to", "destination", default=None, help="ns/pod, ns, ip:ADDR, dns or external.")
+@click.option("--port", default=None, help="PORT[/TCP|UDP|SCTP] for --from/--to (TCP default).")
+@click.option("-o", "--output", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--templates-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+def explain(
+    files: Sequence[Path],
+    policy_file: Path | None,
+    namespaces: Sequence[str],
+    source: str | None,
+    destination: str | None,
+    port: str | None,
+    output: str,
+    templates_dir: Path | None,
+) -> None:
+    """What the NetworkPolicies allow: a namespace's connectivity matrix, or one flow and why."""
+    inputs = _explain_inputs(files, policy_file, namespaces, templates_dir)
+    world = build_world(inputs, namespaces)
+    try:
+        if source or destination or port:
+            if not (source and destination and port):
+                _fail("a single query needs --from, --to and --port")
+            answer = query(world, source, destination, port)
+            text = json.dumps(answer, indent=2) + "\n" if output == "json" else format_query(answer)
+            click.echo(text, nl=False)
+            return
+        click.echo(format_matrix(matrix(world, namespaces), output), nl=False)
+    except ExplainError as exc:
+        _fail(str(exc))
+
+
+def _explain_inputs(
+    files: Sequence[Path],
+    policy_file: Path | None,
+    namespaces: Sequence[str],
+    templates_dir: Path | None,
+) -> Inputs:
+    if files:
+        inputs = Inputs.from_docs(d for f in files for d in _load_yaml_docs(f))
+    elif policy_file is not None:
+        inputs = Inputs([], [], [])  # offline: only the baseline itself
+    else:
+        try:
+            inputs = asyncio.run(cluster_inputs())
+        except ExplainError as exc:
+            _fail(str(exc))
+    if policy_file is None:
+        return inputs
+    if not namespaces:
+        _fail("--policy needs --namespace: the namespace(s) to render the baseline for")
+    policies = _policies_from(_load_yaml_docs(policy_file), policy_file)
+    templates = TemplateSet(templates_dir)
+    known = {n.name: n for n in inputs.namespaces}
+    for ns_name in namespaces:
+        labels = dict(known[ns_name].labels) if ns_name in known else {}
+        labels[names.NAMESPACE_NAME_LABEL] = ns_name
+        ns = NamespaceInfo(ns_name, labels)
+        for policy in policies:
+            rendered = render_policy(templates, ns, policy)
+            for error in rendered.errors:
+                click.echo(f"error: {error}", err=True)
+            inputs.policies.extend(EvalPolicy.from_body(o.body) for o in rendered.objects)
+    return inputs
 
 
 @main.command()
