@@ -85,17 +85,18 @@ async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     settings.execution.max_workers = 4
     settings.batching.worker_limit = None
     if settings.peering.mandatory and settings.peering.clusterwide:
-        await _ensure_peering_object(settings.peering.name)
+        await _ensure_peering_object(settings)
 
 
-async def _ensure_peering_object(name: str) -> None:
+async def _ensure_peering_object(settings: kopf.OperatorSettings) -> None:
     """Create the ClusterKopfPeering the replicas share when it is missing.
 
     Kopf never creates it, and a replica in mandatory peering mode stays paused without it. The
     install cannot carry it either: one ``kubectl apply -k`` cannot create a CRD and an object of
     that kind together. Startup handlers run before Kopf's login, so this logs in by itself.
     """
-    client = KubeClient(Credentials(_login()))
+    name = settings.peering.name
+    client = KubeClient(Credentials(_login(settings=settings)))
     body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
     try:
         await client.request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings", body=body)
