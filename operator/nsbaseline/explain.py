@@ -261,7 +261,12 @@ __all__ = [
 
 
 async def cluster_inputs() -> Inputs:
-    """Namespaces, Pods and NetworkPolicies from the cluster in KUBECONFIG (three LISTs)."""
+    """Namespaces, Pods and NetworkPolicies from the cluster in KUBECONFIG."""
+    return Inputs.from_docs(await cluster_docs())
+
+
+async def cluster_docs() -> list[dict[str, Any]]:
+    """Namespaces, running Pods and NetworkPolicies from the cluster (three LISTs), with kinds."""
     import kopf
 
     from nsbaseline.kube import Credentials, KubeClient
@@ -279,12 +284,11 @@ async def cluster_inputs() -> Inputs:
         policies = await client.list_network_policies()
     finally:
         await client.close()
-    docs = [
+    return [
         *({**n, "kind": "Namespace"} for n in namespaces),
         *({**p, "kind": "Pod"} for p in pods if _running(p)),
         *({**p, "kind": "NetworkPolicy"} for p in policies),
     ]
-    return Inputs.from_docs(docs)
 
 
 def _running(pod: Mapping[str, Any]) -> bool:

@@ -1,0 +1,464 @@
+"""``nsbaseline lint``: the classic NetworkPolicy mistakes, found before they bite. Pure.
+
+Checks (code, severity):
+
+* ``no-match`` (warning): a selector that matches no namespace or pod that is known — only run
+  when namespaces or pods were given (files or the cluster), since a label mismatch is invisible
+  otherwise;
+* ``dead-peer`` (warning): a peer made redundant by a broader peer in the same rule (peers are
+  OR'd, so ``podSelector: {}`` beside ``podSelector: {app: x}`` turns the latter into dead code);
+* ``egress-without-dns`` (error): pods isolated for egress with no allowance to the cluster DNS;
+* ``custom-namespace-label`` (warning): a namespaceSelector on a label other than the immutable
+  ``kubernetes.io/metadata.name``, which anybody who may label namespaces can forge;
+* ``ipblock-cluster-range`` (warning): an ipBlock overlapping the pod or service range (pod
+  traffic is meant to be selected by labels; what an ipBlock does to it is implementation-defined
+  and service IPs are rewritten before policy applies);
+* ``exception-without-dns`` (warning) and ``exception-expired`` (warning): on BaselinePolicy
+  exceptions that drop DNS while default-deny egress stays, or that no longer have any effect.
+
+Findings carry a file and line: :func:`load_with_lines` keeps the YAML marks of every key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+from nsbaseline import exceptions, names
+from nsbaseline.evaluator import REPRESENTATIVE, Endpoint, Namespace, Pod, Policy, World
+from nsbaseline.explain import dns_pod
+from nsbaseline.selection import selector_matches
+
+Severity = Literal["error", "warning"]
+Path_ = tuple[str | int, ...]
+DEFAULT_POD_CIDR = "10.244.0.0/16"
+DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    code: str
+    message: str
+    file: str
+    line: int | None = None
+    path: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        at = f" ({self.path})" if self.path else ""
+        return f"{where}: {self.severity}: {self.message}{at} [{self.code}]"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
+            "file": self.file,
+            "line": self.line,
+            "path": self.path,
+        }
+
+
+@dataclass(frozen=True)
+class Located:
+    """A document with the line of every key and list item in it (1-based)."""
+
+    data: Any
+    file: str
+    lines: Mapping[Path_, int] = field(default_factory=dict)
+    #: Added to every line: a rendered document reported at its BaselinePolicy's position.
+    fixed_line: int | None = None
+
+    def line(self, path: Path_) -> int | None:
+        if self.fixed_line is not None:
+            return self.fixed_line
+        for end in range(len(path), -1, -1):
+            if path[:end] in self.lines:
+                return self.lines[path[:end]]
+        return None
+
+
+def load_with_lines(text: str, file: str) -> list[Located]:
+    """Every YAML document in ``text``, with the line of each key (for "file:line" findings)."""
+    loader = yaml.SafeLoader(text)
+    out = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            lines: dict[Path_, int] = {}
+            _marks(node, (), lines)
+            out.append(Located(loader.construct_document(node), file, lines))
+    finally:
+        loader.dispose()
+    return out
+
+
+def _marks(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = (*path, str(key.value))
+            lines[sub] = key.start_mark.line + 1
+            _marks(value, sub, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _marks(item, (*path, index), lines)
+
+
+def _fmt(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# ----- selector and network reasoning -------------------------------------------------------
+def _is_all(selector: Mapping[str, Any] | None) -> bool:
+    return not selector or (
+        not selector.get("matchLabels") and not selector.get("matchExpressions")
+    )
+
+
+def _weaker(broad: Mapping[str, Any] | None, narrow: Mapping[str, Any] | None) -> bool:
+    """Syntactically: every object ``narrow`` matches is matched by ``broad``."""
+    if _is_all(broad):
+        return True
+    if _is_all(narrow):
+        return False
+    assert broad is not None and narrow is not None
+    narrow_labels = narrow.get("matchLabels") or {}
+    narrow_exprs = [json.dumps(e, sort_keys=True) for e in narrow.get("matchExpressions") or []]
+    for key, value in (broad.get("matchLabels") or {}).items():
+        if narrow_labels.get(key) != value:
+            return False
+    for expr in broad.get("matchExpressions") or []:
+        if json.dumps(expr, sort_keys=True) in narrow_exprs:
+            continue
+        key, op = expr.get("key"), expr.get("operator")
+        if op == "Exists" and key in narrow_labels:
+            continue
+        if op == "In" and narrow_labels.get(key) in (expr.get("values") or []):
+            continue
+        return False
+    return True
+
+
+def _nets(block: Mapping[str, Any]) -> tuple[Any, list[Any]] | None:
+    try:
+        net = ipaddress.ip_network(block["cidr"], strict=False)
+        excepts = [ipaddress.ip_network(e, strict=False) for e in block.get("except") or []]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return net, excepts
+
+
+def _peer_covers(broad: Mapping[str, Any], narrow: Mapping[str, Any]) -> bool:
+    if "ipBlock" in broad or "ipBlock" in narrow:
+        if not ("ipBlock" in broad and "ipBlock" in narrow):
+            return False
+        b, n = _nets(broad["ipBlock"]), _nets(narrow["ipBlock"])
+        if b is None or n is None or b[0].version != n[0].version:
+            return False
+        return bool(n[0].subnet_of(b[0])) and not any(e.overlaps(n[0]) for e in b[1])
+    b_ns, n_ns = broad.get("namespaceSelector"), narrow.get("namespaceSelector")
+    if b_ns is None and n_ns is not None:
+        return False
+    if b_ns is not None and n_ns is None and not _is_all(b_ns):
+        return False
+    if b_ns is not None and n_ns is not None and not _weaker(b_ns, n_ns):
+        return False
+    return _weaker(broad.get("podSelector"), narrow.get("podSelector"))
+
+
+@dataclass
+class Context:
+    """What is known about the cluster: used for no-match and for the DNS check."""
+
+    namespaces: list[Namespace] = field(default_factory=list)
+    pods: list[Pod] = field(default_factory=list)
+    pod_cidrs: tuple[str, ...] = (DEFAULT_POD_CIDR,)
+    service_cidrs: tuple[str, ...] = (DEFAULT_SERVICE_CIDR,)
+
+
+class Linter:
+    def __init__(self, docs: Sequence[Located], context: Context) -> None:
+        self.docs = docs
+        self.context = context
+        self.findings: list[Finding] = []
+
+    def add(self, doc: Located, severity: Severity, code: str, message: str, path: Path_) -> None:
+        self.findings.append(Finding(severity, code, message, doc.file, doc.line(path), _fmt(path)))
+
+    def run(self) -> list[Finding]:
+        policies = [d for d in self.docs if _kind(d.data) == "NetworkPolicy"]
+        for doc in policies:
+            self._policy(doc)
+        self._dns(policies)
+        for doc in self.docs:
+            if _kind(doc.data) == names.KIND:
+                self._exceptions(doc)
+        return sorted(self.findings, key=lambda f: (f.file, f.line or 0, f.code))
+
+    # -- per policy
+    def _policy(self, doc: Located) -> None:
+        policy = Policy.from_body(doc.data)
+        spec = policy.spec
+        if self.context.pods and not _is_all(spec.get("podSelector")):
+            in_ns = [p for p in self.context.pods if p.namespace == policy.namespace]
+            if not any(selector_matches(spec["podSelector"], p.labels) for p in in_ns):
+                self.add(
+                    doc,
+                    "warning",
+                    "no-match",
+                    f"spec.podSelector selects no pod in namespace {policy.namespace}: "
+                    "the policy has no effect (label mismatch?)",
+                    ("spec", "podSelector"),
+                )
+        for direction, peers_key in (("ingress", "from"), ("egress", "to")):
+            for r, rule in enumerate(spec.get(direction) or []):
+                peers = rule.get(peers_key) or []
+                for p, peer in enumerate(peers):
+                    path: Path_ = ("spec", direction, r, peers_key, p)
+                    self._peer(doc, policy, peer, path)
+                    for q, other in enumerate(peers):
+                        if q == p or not _peer_covers(other, peer):
+                            continue
+                        if _peer_covers(peer, other) and q > p:
+                            continue  # duplicates: report only the later one
+                        self.add(
+                            doc,
+                            "warning",
+                            "dead-peer",
+                            f"{peers_key}[{p}] is redundant: {peers_key}[{q}] in the same rule "
+                            "already matches everything it matches (peers are OR'd)",
+                            path,
+                        )
+                        break
+
+    def _peer(self, doc: Located, policy: Policy, peer: Mapping[str, Any], path: Path_) -> None:
+        ns_sel = peer.get("namespaceSelector")
+        if ns_sel is not None:
+            for i, key in enumerate(_selector_keys(ns_sel)):
+                if key != names.NAMESPACE_NAME_LABEL:
+                    self.add(
+                        doc,
+                        "warning",
+                        "custom-namespace-label",
+                        f"namespaceSelector uses label {key!r}: anyone allowed to label "
+                        f"namespaces can forge it; select by {names.NAMESPACE_NAME_LABEL}",
+                        (*path, "namespaceSelector", *_selector_key_path(ns_sel, key, i)),
+                    )
+        if "ipBlock" in peer:
+            self._ip_block(doc, peer["ipBlock"], (*path, "ipBlock"))
+            return
+        namespaces = self.context.namespaces
+        if ns_sel is not None and namespaces and not _is_all(ns_sel):
+            matched = [n for n in namespaces if selector_matches(ns_sel, n.effective_labels)]
+            if not matched:
+                self.add(
+                    doc,
+                    "warning",
+                    "no-match",
+                    "namespaceSelector matches no existing namespace (label mismatch?)",
+                    (*path, "namespaceSelector"),
+                )
+                return
+        pod_sel = peer.get("podSelector")
+        if self.context.pods and pod_sel is not None and not _is_all(pod_sel):
+            if ns_sel is None:
+                scope = {policy.namespace}
+            else:
+                scope = {
+                    n.name for n in namespaces if selector_matches(ns_sel, n.effective_labels)
+                } or {p.namespace for p in self.context.pods}
+            if not any(
+                p.namespace in scope and selector_matches(pod_sel, p.labels)
+                for p in self.context.pods
+            ):
+                where = policy.namespace if ns_sel is None else "the selected namespaces"
+                self.add(
+                    doc,
+                    "warning",
+                    "no-match",
+                    f"podSelector matches no pod in {where} (label mismatch?)",
+                    (*path, "podSelector"),
+                )
+
+    def _ip_block(self, doc: Located, block: Mapping[str, Any], path: Path_) -> None:
+        nets = _nets(block)
+        if nets is None:
+            self.add(doc, "error", "invalid-ipblock", "ipBlock.cidr is not a network", path)
+            return
+        net, excepts = nets
+        for what, ranges in (
+            ("pod", self.context.pod_cidrs),
+            ("service", self.context.service_cidrs),
+        ):
+            for text in ranges:
+                cluster = ipaddress.ip_network(text, strict=False)
+                if cluster.version != net.version or not net.overlaps(cluster):
+                    continue
+                if any(cluster.subnet_of(e) for e in excepts if e.version == cluster.version):
+                    continue
+                self.add(
+                    doc,
+                    "warning",
+                    "ipblock-cluster-range",
+                    f"ipBlock {net} covers the {what} range {cluster}: select pods by labels "
+                    f"and add {cluster} to except",
+                    (*path, "cidr"),
+                )
+
+    # -- per namespace
+    def _dns(self, policies: Sequence[Located]) -> None:
+        by_ns: dict[str, list[tuple[Located, Policy]]] = {}
+        for doc in policies:
+            policy = Policy.from_body(doc.data)
+            by_ns.setdefault(policy.namespace, []).append((doc, policy))
+        for ns, entries in sorted(by_ns.items()):
+            pods = [p for p in self.context.pods if p.namespace == ns] or [Pod(ns, REPRESENTATIVE)]
+            world = World(self.context.namespaces, [*pods], [p for _, p in entries])
+            dns = Endpoint(pod=dns_pod(self.context.pods))
+            broken = []
+            first: tuple[Located, Policy] | None = None
+            for pod in pods:
+                verdict = world.check(Endpoint(pod=pod), dns, "UDP", 53)
+                if verdict.egress.isolated and not verdict.allowed:
+                    broken.append(pod.ref)
+                    first = first or next(
+                        e for e in entries if e[1].ref == verdict.egress.isolated_by[0]
+                    )
+            if first is None:
+                continue
+            doc, policy = first
+            types = policy.spec.get("policyTypes") or []
+            path: Path_ = (
+                ("spec", "policyTypes", types.index("Egress")) if "Egress" in types else ("spec",)
+            )
+            who = "every pod" if pods[0].name == REPRESENTATIVE else ", ".join(broken)
+            self.add(
+                doc,
+                "error",
+                "egress-without-dns",
+                f"egress is isolated for {who} in namespace {ns} but nothing allows DNS "
+                f"(UDP 53 to {dns}): name resolution breaks",
+                path,
+            )
+
+    # -- BaselinePolicy exceptions
+    def _exceptions(self, doc: Located) -> None:
+        spec = doc.data.get("spec") or {}
+        now = exceptions.now()
+        egress_denied = (spec.get("defaultDeny") or {}).get("egress", True)
+        for i, entry in enumerate(spec.get("exceptions") or []):
+            path: Path_ = ("spec", "exceptions", i)
+            parsed = exceptions.parse({"exceptions": [entry]})
+            if parsed and not parsed[0].active(now):
+                self.add(
+                    doc,
+                    "warning",
+                    "exception-expired",
+                    f"exception for namespace {entry.get('namespace')} expired at "
+                    f"{entry.get('expiresAt')}: it has no effect; remove it",
+                    (*path, "expiresAt"),
+                )
+            pieces = set(entry.get("pieces") or [])
+            if egress_denied and "allow-dns" in pieces and names.DEFAULT_DENY not in pieces:
+                self.add(
+                    doc,
+                    "warning",
+                    "exception-without-dns",
+                    f"exception drops allow-dns in namespace {entry.get('namespace')} while "
+                    "default-deny keeps egress isolated: name resolution breaks there",
+                    (*path, "pieces"),
+                )
+
+
+def _kind(data: Any) -> str:
+    return str(data.get("kind", "")) if isinstance(data, Mapping) else ""
+
+
+def _selector_keys(selector: Mapping[str, Any]) -> list[str]:
+    keys = [str(k) for k in selector.get("matchLabels") or {}]
+    keys += [str(e.get("key")) for e in selector.get("matchExpressions") or []]
+    return keys
+
+
+def _selector_key_path(selector: Mapping[str, Any], key: str, index: int) -> Path_:
+    labels = selector.get("matchLabels") or {}
+    if key in labels:
+        return ("matchLabels", key)
+    return ("matchExpressions", index - len(labels))
+
+
+def lint(docs: Sequence[Located], context: Context | None = None) -> list[Finding]:
+    """Lint the NetworkPolicies (and BaselinePolicy exceptions) among ``docs``."""
+    return Linter(docs, context or Context()).run()
+
+
+def context_from(docs: Iterable[Located], base: Context) -> Context:
+    """Add the Namespaces and Pods found among ``docs`` to ``base``."""
+    for doc in docs:
+        kind = _kind(doc.data)
+        if kind == "Namespace":
+            meta = doc.data.get("metadata") or {}
+            base.namespaces.append(Namespace(meta["name"], dict(meta.get("labels") or {})))
+        elif kind == "Pod":
+            base.pods.append(Pod.from_body(doc.data))
+    return base
+
+
+def rendered(
+    body: Mapping[str, Any], file: str, line: int | None, source_text: str | None = None
+) -> Located:
+    """A rendered NetworkPolicy reported at ``file``: at ``line``, or for a template at the line
+    of the template that first mentions the offending key (``source_text``)."""
+    if source_text is None:
+        return Located(dict(body), file, {}, line)
+    return Located(dict(body), file, _template_lines(body, source_text))
+
+
+def _template_lines(body: Mapping[str, Any], text: str) -> dict[Path_, int]:
+    """Best effort: map each key path of a rendered object to the first template line naming its
+    last key, searching forward from the line found for the parent."""
+    source = text.splitlines()
+    lines: dict[Path_, int] = {}
+
+    def find(key: str, start: int) -> int:
+        for number in range(start, len(source) + 1):
+            if f"{key}:" in source[number - 1]:
+                return number
+        return start
+
+    def walk(value: Any, path: Path_, start: int) -> None:
+        lines[path] = start
+        if isinstance(value, Mapping):
+            for key, sub in value.items():
+                walk(sub, (*path, str(key)), find(str(key), start))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, (*path, i), start)
+
+    walk(body, (), 1)
+    return lines
+
+
+__all__ = [
+    "DEFAULT_POD_CIDR",
+    "DEFAULT_SERVICE_CIDR",
+    "Context",
+    "Finding",
+    "Located",
+    "context_from",
+    "lint",
+    "load_with_lines",
+    "rendered",
+]
