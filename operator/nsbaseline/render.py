@@ -9,16 +9,20 @@ for the target namespace.
 
 from __future__ import annotations
 
+import contextvars
 import datetime
 import functools
-from collections.abc import Callable, Iterator, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import yaml
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from nsbaseline import canonical, exceptions, names
 from nsbaseline.model import NamespaceInfo, PolicyInfo
@@ -60,25 +64,97 @@ class _NoAliasLoader(yaml.SafeLoader):
 class _Budget:
     """Counts loop steps across one render; raising ends a runaway template."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, what: str = "range() sizes add up") -> None:
         self.left = limit
+        self.what = what
 
     def take(self, steps: int) -> None:
         self.left -= steps
         if self.left < 0:
             raise jinja2.exceptions.SecurityError(
-                f"template exceeded {MAX_LOOP_STEPS} loop steps (range() sizes add up)"
+                f"template exceeded {MAX_LOOP_STEPS} loop steps ({self.what})"
             )
 
 
-class _BoundedSandbox(SandboxedEnvironment):
-    """Jinja's sandbox plus limits on ``*``/``**`` and on huge numeric filter arguments."""
+#: Iterations left to the render in progress. Rendering is synchronous, one template at a time.
+_LOOP_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
+    "nsbaseline_loop_budget", default=None
+)
+_PERCENT_FIELD = re.compile(r"%[-#0 +]*(\d*|\*)(?:\.(\d*|\*))?")
+_BRACE_FIELD = re.compile(r"\{[^{}]*\}")
 
-    intercepted_binops = frozenset({"*", "**"})
+
+def _check_int(value: Any, what: str) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT_ARGUMENT:
+        raise jinja2.exceptions.SecurityError(f"{what} {value} is above {MAX_INT_ARGUMENT}")
+
+
+def _check_format_widths(fmt: str, fields: re.Pattern[str]) -> None:
+    """Refuse widths and precisions that would allocate huge strings (``%0999999999d``)."""
+    if fields is _BRACE_FIELD and re.search(r"\{[^{}]*\{", fmt):
+        raise jinja2.exceptions.SecurityError("nested format fields are not allowed")
+    for field in fields.finditer(fmt):
+        for digits in re.findall(r"\d+", field.group(0)):
+            _check_int(int(digits), "format width")
+
+
+class _BoundedLoops(CodeGenerator):
+    """Compiles every ``{% for %}`` to iterate through the render's step counter.
+
+    ``range()`` sizes alone do not bound work: nested loops over lists or strings multiply.
+    """
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        if node.recursive:
+            self.fail("recursive for loops are not allowed", node.lineno)
+        node.iter = nodes.Call(
+            nodes.EnvironmentAttribute("bounded_iter"), [node.iter], [], None, None
+        ).set_lineno(node.lineno)
+        super().visit_For(node, frame)
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's sandbox plus limits on loops, ``*``/``**``/``%`` and huge numeric arguments.
+
+    Immutable: templates cannot grow lists or dicts in place, so no loop can double a value.
+    """
+
+    code_generator_class = _BoundedLoops
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def bounded_iter(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        budget = _LOOP_BUDGET.get()
+        for item in iterable:
+            if budget is not None:
+                budget.take(1)
+            yield item
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            _check_format_widths(value.__self__, _BRACE_FIELD)
+        return wrapped
+
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        bound_to = getattr(obj, "__self__", None)
+        if isinstance(bound_to, str):  # str.center(10**9), str.zfill(...), str.replace(...)
+            for value in (*args, *kwargs.values()):
+                _check_int(value, "numeric method argument")
+            if getattr(obj, "__name__", "") == "replace" and len(args) >= 2:
+                old, new = str(args[0]), str(args[1])
+                growth = bound_to.count(old) * (len(new) - len(old)) if old else len(new)
+                if len(bound_to) + growth > MAX_OUTPUT_CHARS:
+                    raise jinja2.exceptions.SecurityError("str.replace result too large")
+        return super().call(context, obj, *args, **kwargs)
 
     def call_binop(self, context: Any, op: str, left: Any, right: Any) -> Any:
         if op == "**" and isinstance(right, int) and abs(right) > 64:
             raise jinja2.exceptions.SecurityError("exponent too large")
+        if op == "%" and isinstance(left, str):
+            _check_format_widths(left, _PERCENT_FIELD)
+            if "*" in left:
+                for value in right if isinstance(right, tuple) else (right,):
+                    _check_int(value, "format width")
         if op == "*":
             for seq, count in ((left, right), (right, left)):
                 if (
@@ -91,17 +167,14 @@ class _BoundedSandbox(SandboxedEnvironment):
 
 
 def _bounded_filter(func: Callable[..., Any]) -> Callable[..., Any]:
+    # The filtered value itself (after any context argument Jinja passes first) is data, such
+    # as a port number; only the further arguments are sizes (center(10**9), indent(...)).
+    skip = 2 if getattr(func, "jinja_pass_arg", None) is not None else 1
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        for value in (*args, *kwargs.values()):
-            if (
-                isinstance(value, int)
-                and not isinstance(value, bool)
-                and abs(value) > MAX_INT_ARGUMENT
-            ):
-                raise jinja2.exceptions.SecurityError(
-                    f"numeric filter argument {value} is above {MAX_INT_ARGUMENT}"
-                )
+        for value in (*args[skip:], *kwargs.values()):
+            _check_int(value, "numeric filter argument")
         return func(*args, **kwargs)
 
     return wrapper
@@ -191,12 +264,18 @@ class TemplateSet:
 
         chunks: list[str] = []
         size = 0
-        stream: Iterator[str] = template.generate({**context, "range": bounded_range})
-        for chunk in stream:
-            size += len(chunk)
-            if size > MAX_OUTPUT_CHARS:
-                raise RenderError(name, namespace, f"output exceeds {MAX_OUTPUT_CHARS} characters")
-            chunks.append(chunk)
+        token = _LOOP_BUDGET.set(_Budget(MAX_LOOP_STEPS, "for-loop iterations add up"))
+        try:
+            stream: Iterator[str] = template.generate({**context, "range": bounded_range})
+            for chunk in stream:
+                size += len(chunk)
+                if size > MAX_OUTPUT_CHARS:
+                    raise RenderError(
+                        name, namespace, f"output exceeds {MAX_OUTPUT_CHARS} characters"
+                    )
+                chunks.append(chunk)
+        finally:
+            _LOOP_BUDGET.reset(token)
         return "".join(chunks)
 
     def render(
