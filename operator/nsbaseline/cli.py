@@ -130,8 +130,10 @@ def run(
     handlers.RUNTIME.settings = Settings(
         workers=workers, sweep_interval=sweep_interval, templates_dir=templates_dir
     )
-    # Fail fast on broken override templates: refuse to start rather than degrade silently.
-    TemplateSet(templates_dir)
+    # Unreadable template files fail here, at start. A template that does not compile does not:
+    # refusing to start would stop every other baseline from being enforced and repaired, so
+    # the operator starts, warns below, and reports it per render (Degraded, Event).
+    broken = TemplateSet(templates_dir).syntax_errors()
     formats = {
         "plain": kopf.LogFormat.PLAIN,
         "full": kopf.LogFormat.FULL,
@@ -142,6 +144,8 @@ def run(
     if not verbose:
         # Kopf logs every event handler call at INFO; at thousands of objects that is noise.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    for name, problem in broken.items():
+        logging.getLogger("nsbaseline").warning("template %r cannot be used: %s", name, problem)
     metrics.serve(metrics_port)
     kopf.run(
         clusterwide=True,
@@ -436,7 +440,10 @@ def _explain_inputs(
         return inputs
     if not namespaces:
         _fail("--policy needs --namespace: the namespace(s) to render the baseline for")
-    policies = _policies_from(_load_yaml_docs(policy_file), policy_file)
+    policy_docs = _load_yaml_docs(policy_file)
+    # Namespaces (and anything else) beside the policy describe the world it is explained in.
+    inputs.extend(Inputs.from_docs(d for d in policy_docs if d.get("kind") != names.KIND))
+    policies = _policies_from([d for d in policy_docs if d.get("kind") == names.KIND], policy_file)
     templates = TemplateSet(templates_dir)
     known = {n.name: n for n in inputs.namespaces}
     for ns_name in namespaces:
@@ -512,7 +519,10 @@ def lint(
             if isinstance(doc.data, dict) and doc.data.get("kind") == names.KIND:
                 line = doc.line(())
                 rendered = render_policy(templates, namespace, PolicyInfo.from_body(doc.data))
-                docs += [lint_.rendered(o.body, str(path), line) for o in rendered.objects]
+                docs += [
+                    lint_.rendered(o.body, str(path), line, origin=f"piece {o.piece}")
+                    for o in rendered.objects
+                ]
                 findings += [
                     lint_.Finding("error", "render-error", str(e), str(path), line)
                     for e in rendered.errors
@@ -525,7 +535,11 @@ def lint(
             source = templates_dir / f"{obj.piece}{TEMPLATE_SUFFIX}"
             if not source.is_file():
                 source = builtin_template_dir() / f"{obj.piece}{TEMPLATE_SUFFIX}"
-            docs.append(lint_.rendered(obj.body, str(source), None, source.read_text()))
+            docs.append(
+                lint_.rendered(
+                    obj.body, str(source), None, source.read_text(), f"piece {obj.piece}"
+                )
+            )
         findings += [
             lint_.Finding("error", "render-error", str(e), str(templates_dir / e.template))
             for e in rendered.errors

@@ -74,6 +74,8 @@ class Located:
     lines: Mapping[Path_, int] = field(default_factory=dict)
     #: Added to every line: a rendered document reported at its BaselinePolicy's position.
     fixed_line: int | None = None
+    #: What the document is when it is not the file's own text, e.g. "piece allow-dns".
+    origin: str = ""
 
     def line(self, path: Path_) -> int | None:
         if self.fixed_line is not None:
@@ -195,6 +197,8 @@ class Linter:
         self.findings: list[Finding] = []
 
     def add(self, doc: Located, severity: Severity, code: str, message: str, path: Path_) -> None:
+        if doc.origin:
+            message = f"{doc.origin}: {message}"
         self.findings.append(Finding(severity, code, message, doc.file, doc.line(path), _fmt(path)))
 
     def run(self) -> list[Finding]:
@@ -417,13 +421,17 @@ def context_from(docs: Iterable[Located], base: Context) -> Context:
 
 
 def rendered(
-    body: Mapping[str, Any], file: str, line: int | None, source_text: str | None = None
+    body: Mapping[str, Any],
+    file: str,
+    line: int | None,
+    source_text: str | None = None,
+    origin: str = "",
 ) -> Located:
     """A rendered NetworkPolicy reported at ``file``: at ``line``, or for a template at the line
     of the template that first mentions the offending key (``source_text``)."""
     if source_text is None:
-        return Located(dict(body), file, {}, line)
-    return Located(dict(body), file, _template_lines(body, source_text))
+        return Located(dict(body), file, {}, line, origin)
+    return Located(dict(body), file, _template_lines(body, source_text), None, origin)
 
 
 def _template_lines(body: Mapping[str, Any], text: str) -> dict[Path_, int]:

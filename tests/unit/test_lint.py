@@ -281,9 +281,9 @@ def test_cli_template_findings_point_into_the_template(tmp_path: Path) -> None:
     )
     code, out = run("lint", "--templates-dir", str(tmp_path))
     template = tmp_path / "allow-dns.yaml.j2"
-    assert f"{template}:9: warning: namespaceSelector uses label 'dns'" in out
+    assert f"{template}:9: warning: piece allow-dns: namespaceSelector uses label 'dns'" in out
     # The override no longer reaches kube-dns, and default-deny isolates egress.
-    assert f"{template}:5: error: egress is isolated for every pod" in out
+    assert f"{template}:5: error: piece allow-dns: egress is isolated for every pod" in out
     assert code == 1
 
 
