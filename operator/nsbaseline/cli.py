@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import click
 import yaml
 
-from nsbaseline import __version__, names
+from nsbaseline import __version__, exceptions, names
 from nsbaseline import lint as lint_
 from nsbaseline.evaluator import Policy as EvalPolicy
 from nsbaseline.explain import (
@@ -367,6 +367,13 @@ async def _status_rows(templates_dir: Path | None) -> list[dict[str, str]]:
                 detail = ", ".join(f"{a.verb.lower()} {a.name}" for a in todo)
             else:
                 state, detail = "compliant", f"{len(rendered.objects)} NetworkPolicies in place"
+            held = [
+                f"{', '.join(e.pieces)} held back until {e.expires_at_text} ({e.reason})"
+                for e in exceptions.parse(policy.spec)
+                if e.namespace == ns.name and e.active(exceptions.now())
+            ]
+            if held:
+                detail += "; exception: " + "; ".join(held)
             rows.append(
                 {"policy": policy.name, "namespace": ns.name, "state": state, "detail": detail}
             )

@@ -4,6 +4,8 @@ the operator itself at the deadline, and validated by the CRD schema."""
 from __future__ import annotations
 
 import datetime
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,15 @@ def test_exception_removes_a_piece_at_once_and_the_operator_restores_it_at_expir
             what="status.exceptions lists the active exception",
         )
         assert active == [{**exception, "state": "Active"}]
+        status = subprocess.run(
+            [sys.executable, "-m", "nsbaseline.cli", "status"],
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        row = next(line for line in status.stdout.splitlines() if ns in line)
+        assert "compliant" in row and "exception: allow-monitoring held back until" in row, row
 
         restored = wait_for(
             lambda: cluster.netpols(ns).get(MONITORING), 120, what="piece restored at expiry"

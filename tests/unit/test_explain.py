@@ -175,3 +175,16 @@ def test_table_marks_flows_outside_the_selection() -> None:
     world = build_world(Inputs([], [], []), ["x"])
     text = format_matrix(matrix(world, ["x"]), "table")
     assert text.splitlines()[2].split() == ["external", "all", "-", "-"]
+
+
+def test_readme_shows_the_real_explain_of_a_fresh_baseline_namespace() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    readme = (repo / "README.md").read_text()
+    code, out = run(
+        "explain", "--policy", str(repo / "examples/demo.yaml"), "--namespace", "team-a"
+    )
+    assert code == 0, out
+    assert (
+        "$ .venv/bin/nsbaseline explain --policy examples/demo.yaml --namespace team-a\n" + out
+        in readme
+    )

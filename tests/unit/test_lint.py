@@ -298,3 +298,16 @@ def test_cli_reports_invalid_yaml_as_an_error(tmp_path: Path, bad: str) -> None:
     path.write_text(bad)
     code, out = run("lint", str(path))
     assert code == 1 and "invalid-yaml" in out
+
+
+def test_readme_shows_the_real_lint_output_of_the_mistakes_example(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo)  # the README shows the path relative to the checkout
+    readme = (repo / "README.md").read_text()
+    result = CliRunner().invoke(
+        main, ["lint", "examples/lint/mistakes.yaml"], catch_exceptions=False
+    )
+    assert result.exit_code == 1
+    assert result.output in readme
