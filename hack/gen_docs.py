@@ -212,6 +212,13 @@ def render() -> str:
         defaults.rstrip(),
         "```",
         "",
+        "## Top-level fields",
+        "",
+        *(
+            field_block(key, sub, key in root.get("required", ()))
+            for key, sub in root["properties"].items()
+            if key not in ("spec", "status")
+        ),
         "## Spec fields",
         "",
         root["properties"]["spec"]["description"],

@@ -6,14 +6,18 @@ generator bug which silently drops fields or rules cannot pass as "up to date".
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import gen_docs
 import pytest
+import yaml
+from click.testing import CliRunner, Result
 
-from nsbaseline import api
+from nsbaseline import api, cli
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -90,3 +94,95 @@ def test_printer_columns_and_condition_reasons_are_listed() -> None:
         assert column["jsonPath"] in text
     for reason in ("NoNamespacesSelected", "Compliant", "TemplateError", "Conflict", "AuditClean"):
         assert f"`{reason}`" in text
+
+
+def _prose(page: Path, inline_code: bool = False) -> str:
+    """A page without code blocks (and inline code), where '#' and '](' mean something else."""
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.M | re.S)
+    return text if inline_code else re.sub(r"`[^`\n]*`", "", text)
+
+
+def test_relative_links_in_docs_point_to_existing_files() -> None:
+    """Hand-written pages link to each other; a renamed page must not leave dead links."""
+    pages = sorted(DOCS.glob("*.md"))
+    assert len(pages) >= 8, "the docs index and its pages"
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", _prose(page)):
+            assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def test_links_to_sections_name_existing_headings() -> None:
+    """``page.md#anchor`` links must hit a heading (GitHub's slug rules, simplified)."""
+
+    def slugs(page: Path) -> set[str]:
+        out = set()
+        for heading in re.findall(r"^#+ (.+)$", _prose(page, inline_code=True), flags=re.M):
+            slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            out.add(slug)
+        return out
+
+    for page in DOCS.glob("*.md"):
+        for target, anchor in re.findall(r"\]\(([^)#:]*)#([^)]+)\)", _prose(page)):
+            linked = page.parent / target if target else page
+            assert anchor in slugs(linked), f"{page.name} links to missing {target}#{anchor}"
+
+
+def _render(*args: str) -> Result:
+    return CliRunner().invoke(cli.main, ["render", *args])
+
+
+def test_documented_example_renders_the_annotated_ingress_ports() -> None:
+    result = _render(
+        "-f", str(DOCS / "examples/baseline.yaml"),
+        "--namespace-file", str(DOCS / "examples/team-b.yaml"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    docs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(result.stdout)}
+    assert sorted(docs) == [
+        "nsbaseline-baseline-allow-dns",
+        "nsbaseline-baseline-allow-ingress-controller",
+        "nsbaseline-baseline-allow-monitoring",
+        "nsbaseline-baseline-default-deny",
+    ]
+    ingress = docs["nsbaseline-baseline-allow-ingress-controller"]["spec"]["ingress"][0]
+    assert sorted(p["port"] for p in ingress["ports"]) == [8080, 8443]
+
+
+def test_documented_extra_template_renders_with_its_values() -> None:
+    result = _render(
+        "-f", str(DOCS / "examples/same-namespace.yaml"),
+        "-n", "team-a", "-l", "nsbaseline.io/enabled=true",
+        "--templates-dir", str(DOCS / "examples/templates"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    docs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(result.stdout)}
+    extra = docs["nsbaseline-tenants-allow-same-namespace"]
+    assert extra["metadata"]["labels"]["nsbaseline.io/piece"] == "allow-same-namespace"
+    assert extra["spec"]["ingress"] == [
+        {"from": [{"podSelector": {}}], "ports": [{"protocol": "TCP", "port": 8080}]}
+    ]
+    assert "Allow traffic between pods of team-a." in str(extra["metadata"]["annotations"])
+
+
+@pytest.mark.parametrize(
+    ("variant", "grafana", "fake_prometheus"),
+    [("and", False, False), ("or", True, False), ("any-namespace", False, True)],
+)
+def test_and_vs_or_example_gives_the_documented_answers(
+    variant: str, grafana: bool, fake_prometheus: bool
+) -> None:
+    """The table in troubleshooting.md, recomputed with `nsbaseline explain`."""
+    folder = DOCS / "examples/and-vs-or"
+
+    def allowed(source: str) -> bool:
+        result = CliRunner().invoke(
+            cli.main,
+            ["explain", "-f", str(folder / "cluster.yaml"), "-f", str(folder / f"{variant}.yaml"),
+             "--from", source, "--to", "shop/web", "--port", "9090", "-o", "json"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return bool(json.loads(result.stdout)["allowed"])
+
+    assert allowed("monitoring/prometheus")
+    assert allowed("monitoring/grafana") is grafana
+    assert allowed("team-x/fake-prometheus") is fake_prometheus
