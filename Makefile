@@ -84,3 +84,16 @@ test-unit: venv ## Unit tests only (no cluster).
 .PHONY: test-e2e
 test-e2e: venv controlplane ## End-to-end tests only.
 	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
+
+##@ Benchmark
+
+N ?= 1000
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: venv controlplane ## Benchmark at N namespaces (N=1000; `make bench N=5000`, BENCH_ARGS=...); prints one table.
+	$(PY) bench/run.py --namespaces $(N) $(BENCH_ARGS)
+
+.PHONY: bench-smoke
+bench-smoke: venv controlplane ## A small, quick bench run (checks that the bench works, not timing).
+	$(PY) bench/run.py --namespaces 50 --idle 5 --new-namespaces 10 --tampers 20 --dir .cache/bench-smoke $(BENCH_ARGS)

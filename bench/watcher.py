@@ -111,13 +111,13 @@ class Watcher:
 
     def add(self, waiter: Waiter) -> Waiter:
         if not waiter.future.done():
-            for key in waiter.keys():
+            for key in waiter.keys():  # noqa: SIM118 - a method of Waiter, not a dict
                 self._waiters.setdefault(key, []).append(waiter)
             waiter.future.add_done_callback(lambda _: self._remove(waiter))
         return waiter
 
     def _remove(self, waiter: Waiter) -> None:
-        for key in waiter.keys():
+        for key in waiter.keys():  # noqa: SIM118 - a method of Waiter, not a dict
             waiters = self._waiters.get(key)
             if waiters is not None:
                 with contextlib.suppress(ValueError):

@@ -16,12 +16,15 @@ from typing import Any
 
 import kopf
 
-from nsbaseline import names
+from nsbaseline import kopfpatch, names
 from nsbaseline.kube import ApiError, Credentials, KubeClient
 from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo, is_candidate
 from nsbaseline.reconciler import Reconciler, Settings
 
 logger = logging.getLogger("nsbaseline")
+
+# Kopf's start-up with indexes is O(objects^2) without it (see kopfpatch); patch on import.
+kopfpatch.apply()
 
 
 @dataclass
