@@ -265,19 +265,29 @@ class Reconciler:
         self.enqueue(key[0])
 
     async def _execute(self, plan: Plan, started: float) -> dict[str, str]:
-        """Run the phases in order; stop at the first phase with a failure.
+        """Run the phases in order; a policy with a failure gets no later phase.
 
-        Returns failures as {object name: message}; actions of later phases are not attempted
-        (so a failed allow-dns never leaves a new default-deny behind it).
+        Returns failures as {object name: message}. Once a write of a policy fails, that
+        policy's actions in later phases are not attempted (so a failed allow-dns never leaves a
+        new default-deny behind it). Other policies go on: one policy's refused write must not
+        stop another policy's baseline from being repaired in the same namespace.
         """
         failed: dict[str, str] = {}
+        stopped: set[str] = set()
         for phase in plan.phases:
+            runnable = []
+            for action in phase:
+                if action.policy in stopped:
+                    failed.setdefault(action.name, "not attempted: an earlier step failed")
+                else:
+                    runnable.append(action)
             results = await asyncio.gather(
-                *(self._write(a, started) for a in phase), return_exceptions=True
+                *(self._write(a, started) for a in runnable), return_exceptions=True
             )
-            for action, result in zip(phase, results, strict=True):
+            for action, result in zip(runnable, results, strict=True):
                 if isinstance(result, BaseException):
                     failed[action.name] = _describe(result)
+                    stopped.add(action.policy)
                     logger.warning(
                         "%s of NetworkPolicy %s/%s failed: %s",
                         action.verb,
@@ -285,13 +295,6 @@ class Reconciler:
                         action.name,
                         failed[action.name],
                     )
-            if failed:
-                skipped = [
-                    a for later in plan.phases[plan.phases.index(phase) + 1 :] for a in later
-                ]
-                for action in skipped:
-                    failed.setdefault(action.name, "not attempted: an earlier step failed")
-                break
         return failed
 
     async def _write(self, action: Action, started: float) -> None:
@@ -378,7 +381,10 @@ class Reconciler:
         write_errors = tuple(
             (
                 a.piece,
-                f"API server refused {a.verb.lower()} of {a.namespace}/{a.name}: {failed[a.name]}",
+                # Same "template ... for namespace ..." lead as a RenderError, so the status and
+                # the Event name the template and namespace whichever step failed.
+                f"template {a.piece!r} for namespace {a.namespace!r}: API server refused "
+                f"{a.verb.lower()} of {a.namespace}/{a.name}: {failed[a.name]}",
             )
             for a in writes
             if a.name in failed

@@ -253,6 +253,16 @@ class TemplateSet:
             raise RenderError(name, namespace, cached.reason)
         return cached
 
+    def syntax_errors(self) -> dict[str, str]:
+        """Templates that do not compile, by name: each render of them fails until fixed."""
+        broken: dict[str, str] = {}
+        for name in sorted(self.sources):
+            try:
+                self._template(name, "")
+            except RenderError as exc:
+                broken[name] = exc.reason
+        return broken
+
     def _render_text(self, name: str, context: dict[str, Any], namespace: str) -> str:
         template = self._template(name, namespace)
         budget = _Budget(MAX_LOOP_STEPS)
