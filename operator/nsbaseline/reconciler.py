@@ -306,11 +306,16 @@ class Reconciler:
                 if exc.status == 409:  # uid precondition: not our object any more; re-plan
                     return
                 raise
+            # The tombstone must hide every version of the object we knew, including the one our
+            # own last apply produced (still only in the overlay when the watch lags): a stale
+            # allow-dns taken for present would let default-deny isolate egress without DNS.
+            # Only the DELETED event or a newer version (a re-creation) retires it.
             previous = self.state.objects_in(action.namespace)
-            last_rv = max(
-                (_rv(o.resource_version) for o in previous if o.name == action.name), default=0
-            )
-            self._overlay[key] = _Overlay(None, last_rv)
+            known = [_rv(o.resource_version) for o in previous if o.name == action.name]
+            earlier = self._overlay.get(key)
+            if earlier is not None:
+                known.append(earlier.resource_version)
+            self._overlay[key] = _Overlay(None, max(known, default=0) + 1)
             self.applied_hashes.pop(key, None)
             metrics.WRITES.labels("delete", "NetworkPolicy").inc()
             self._event_namespace(
