@@ -471,9 +471,21 @@ def _condition_schema() -> Schema:
         "required": ["type", "status", "lastTransitionTime", "reason", "message"],
         "properties": {
             "type": {"type": "string", "description": "Ready or Degraded."},
-            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-            "observedGeneration": {"type": "integer", "format": "int64"},
-            "lastTransitionTime": {"type": "string", "format": "date-time"},
+            "status": {
+                "type": "string",
+                "description": "Whether the condition holds: True, False or Unknown.",
+                "enum": ["True", "False", "Unknown"],
+            },
+            "observedGeneration": {
+                "type": "integer",
+                "format": "int64",
+                "description": "The spec generation the condition was computed from.",
+            },
+            "lastTransitionTime": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When the status last changed between True and False.",
+            },
             "reason": {"type": "string", "description": "CamelCase machine-readable cause."},
             "message": {"type": "string", "description": "Human-readable details."},
         },
@@ -627,9 +639,20 @@ def crd() -> Schema:
                             "it in place.",
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "apiVersion": {
+                                    "type": "string",
+                                    "description": "The versioned schema of this object: "
+                                    f"{names.API_VERSION}.",
+                                },
+                                "kind": {
+                                    "type": "string",
+                                    "description": f"The object's type: {names.KIND}.",
+                                },
+                                "metadata": {
+                                    "type": "object",
+                                    "description": "Standard object metadata; the name is at "
+                                    "most 63 characters.",
+                                },
                                 "spec": spec_schema(),
                                 "status": status_schema(),
                             },

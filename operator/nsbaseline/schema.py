@@ -23,6 +23,10 @@ def _default(value: Any, schema: dict[str, Any]) -> Any:
     if isinstance(value, dict) and schema.get("type") == "object":
         props: dict[str, Any] = schema.get("properties") or {}
         for key, sub in props.items():
+            # The API server prunes nulls of non-nullable fields before defaulting, so
+            # ``namespaceSelector: null`` gets the opt-in default, not "select everything".
+            if key in value and value[key] is None and not sub.get("nullable"):
+                del value[key]
             if key not in value and "default" in sub:
                 value[key] = copy.deepcopy(sub["default"])
             if key in value:
