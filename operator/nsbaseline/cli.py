@@ -80,6 +80,14 @@ def main() -> None:
     help="Peering priority; the highest live replica is active (default: random per replica).",
 )
 @click.option(
+    "--peering-lifetime",
+    type=click.IntRange(min=5),
+    default=60,
+    show_default=True,
+    help="Seconds a replica's peering record stays valid without a keep-alive: how long a "
+    "standby waits before taking over from a replica that died without saying goodbye.",
+)
+@click.option(
     "--health",
     "liveness",
     default="http://0.0.0.0:8080/healthz",
@@ -112,6 +120,7 @@ def run(
     standalone: bool,
     peering_name: str,
     priority: int | None,
+    peering_lifetime: int,
     liveness: str,
     metrics_port: int,
     workers: int,
@@ -147,7 +156,10 @@ def run(
     for name, problem in broken.items():
         logging.getLogger("nsbaseline").warning("template %r cannot be used: %s", name, problem)
     metrics.serve(metrics_port)
+    settings = kopf.OperatorSettings()
+    settings.peering.lifetime = peering_lifetime
     kopf.run(
+        settings=settings,
         clusterwide=True,
         standalone=standalone,
         peering_name=None if standalone else peering_name,
