@@ -186,3 +186,21 @@ def test_and_vs_or_example_gives_the_documented_answers(
     assert allowed("monitoring/prometheus")
     assert allowed("monitoring/grafana") is grafana
     assert allowed("team-x/fake-prometheus") is fake_prometheus
+
+
+def test_concepts_name_every_metric_and_builtin_piece() -> None:
+    """concepts.md lists the metrics and pieces by name; a new one must be documented."""
+    from prometheus_client import Counter, Gauge, Histogram, Metric
+
+    from nsbaseline import metrics, names
+
+    text = (DOCS / "concepts.md").read_text()
+    collectors = [v for v in vars(metrics).values() if isinstance(v, Counter | Gauge | Histogram)]
+    described: list[Metric] = [m for c in collectors for m in c.describe()]
+    assert len(described) >= 10
+    for metric in described:
+        # Counters describe themselves without the _total suffix the exposition adds.
+        name = metric.name + ("_total" if metric.type == "counter" else "")
+        assert f"`{name}" in text, f"metric {name} is not documented in concepts.md"
+    for piece in names.BUILTIN_PIECES:
+        assert f"| `{piece}` |" in text
