@@ -648,11 +648,9 @@ def crd() -> Schema:
                                     "type": "string",
                                     "description": f"The object's type: {names.KIND}.",
                                 },
-                                "metadata": {
-                                    "type": "object",
-                                    "description": "Standard object metadata; the name is at "
-                                    "most 63 characters.",
-                                },
+                                # The API server refuses anything but the type here
+                                # ("metadata is implicitly specified"), a description included.
+                                "metadata": {"type": "object"},
                                 "spec": spec_schema(),
                                 "status": status_schema(),
                             },

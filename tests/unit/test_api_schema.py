@@ -150,7 +150,8 @@ def test_every_schema_property_has_a_description() -> None:
     paths = dict(_properties(root))
     assert ".spec.dns.nodeLocalDNS" in paths and ".status.conditions[].status" in paths
     missing = [path for path, sub in paths.items() if not str(sub.get("description", "")).strip()]
-    assert missing == []
+    # metadata may only carry its type: the API server refuses a CRD that describes it.
+    assert missing == [".metadata"]
 
 
 def test_crd_identity_and_printer_columns() -> None:
