@@ -379,4 +379,61 @@ class PolicyWatcher:
         self.moments.append(moment)
 
 
-__all__ = ["BlindSpot", "Moment", "PolicyWatcher", "allows_dns", "denies_egress", "is_ours"]
+# ----- expectations -----------------------------------------------------------------------
+# Separate from the watcher on purpose: what a converged namespace holds is computed by the
+# operator's own pure core (same templates, same canonical form), imported only here.
+
+
+def expected_objects(
+    policy_body: Mapping[str, Any], namespaces: list[str], labels: Mapping[str, str]
+) -> dict[str, dict[str, Mapping[str, Any]]]:
+    """namespace -> object name -> desired body, rendered by the operator's own pure core."""
+    from nsbaseline import names
+    from nsbaseline.model import NamespaceInfo, PolicyInfo
+    from nsbaseline.render import TemplateSet, render_policy
+
+    policy = PolicyInfo.from_body(policy_body)
+    templates = TemplateSet()
+    out = {}
+    for ns in namespaces:
+        info = NamespaceInfo(ns, {**labels, names.NAMESPACE_NAME_LABEL: ns})
+        render = render_policy(templates, info, policy)
+        assert not render.errors, render.errors
+        out[ns] = {o.name: o.body for o in render.objects}
+    return out
+
+
+def mismatches(
+    actual: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    expected: Mapping[str, Mapping[str, Mapping[str, Any]]],
+) -> list[str]:
+    """Namespaces whose objects differ from the desired set, with a reason (empty: converged)."""
+    from nsbaseline import canonical
+    from nsbaseline.plan import HASH_ANNOTATION, desired_hash
+
+    problems = []
+    for ns, want in expected.items():
+        have = actual.get(ns, {})
+        if set(have) != set(want):
+            problems.append(f"{ns}: has {sorted(have)}, wants {sorted(want)}")
+            continue
+        for name, body in want.items():
+            obj = have[name]
+            annotations = obj["metadata"].get("annotations") or {}
+            if canonical.spec(obj["spec"]) != body["spec"]:
+                problems.append(f"{ns}/{name}: spec differs")
+            elif annotations.get(HASH_ANNOTATION) != desired_hash(body):
+                problems.append(f"{ns}/{name}: applied-hash differs")
+    return problems
+
+
+__all__ = [
+    "BlindSpot",
+    "Moment",
+    "PolicyWatcher",
+    "allows_dns",
+    "denies_egress",
+    "expected_objects",
+    "is_ours",
+    "mismatches",
+]

@@ -19,11 +19,8 @@ import pytest
 import yaml
 
 from kubetest import Cluster, OperatorProcess, baseline_policy, wait_for
-from nsbaseline import canonical, names
-from nsbaseline.model import NamespaceInfo, PolicyInfo
-from nsbaseline.plan import HASH_ANNOTATION, desired_hash
-from nsbaseline.render import TemplateSet, render_policy
-from watcher import PolicyWatcher
+from nsbaseline import names
+from watcher import PolicyWatcher, expected_objects, mismatches
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -39,42 +36,6 @@ VARIANTS: list[dict[str, Any]] = [
     {"defaultDeny": {"egress": False}},
     {},
 ]
-
-
-def expected_objects(
-    policy_body: Mapping[str, Any], namespaces: list[str], labels: Mapping[str, str]
-) -> dict[str, dict[str, Mapping[str, Any]]]:
-    """namespace -> object name -> desired body, rendered by the operator's own pure core."""
-    policy = PolicyInfo.from_body(policy_body)
-    templates = TemplateSet()
-    out = {}
-    for ns in namespaces:
-        info = NamespaceInfo(ns, {**labels, names.NAMESPACE_NAME_LABEL: ns})
-        render = render_policy(templates, info, policy)
-        assert not render.errors, render.errors
-        out[ns] = {o.name: o.body for o in render.objects}
-    return out
-
-
-def mismatches(
-    actual: Mapping[str, Mapping[str, Mapping[str, Any]]],
-    expected: Mapping[str, Mapping[str, Mapping[str, Any]]],
-) -> list[str]:
-    """Namespaces whose objects differ from the desired set, with a reason (empty: converged)."""
-    problems = []
-    for ns, want in expected.items():
-        have = actual.get(ns, {})
-        if set(have) != set(want):
-            problems.append(f"{ns}: has {sorted(have)}, wants {sorted(want)}")
-            continue
-        for name, body in want.items():
-            obj = have[name]
-            annotations = obj["metadata"].get("annotations") or {}
-            if canonical.spec(obj["spec"]) != body["spec"]:
-                problems.append(f"{ns}/{name}: spec differs")
-            elif annotations.get(HASH_ANNOTATION) != desired_hash(body):
-                problems.append(f"{ns}/{name}: applied-hash differs")
-    return problems
 
 
 def listed(cluster: Cluster, policy: str) -> dict[str, dict[str, dict[str, Any]]]:
