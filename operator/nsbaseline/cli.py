@@ -375,7 +375,7 @@ async def _status_rows(templates_dir: Path | None) -> list[dict[str, str]]:
                 detail = ", ".join(c.name for c in plan.conflicts) + " not managed by nsbaseline"
             elif plan.writes or plan.audit:
                 todo = plan.writes + plan.audit
-                state = "drifted"
+                state = "audit-pending" if policy.audit else "drifted"
                 detail = ", ".join(f"{a.verb.lower()} {a.name}" for a in todo)
             else:
                 state, detail = "compliant", f"{len(rendered.objects)} NetworkPolicies in place"

@@ -183,7 +183,9 @@ def build_plan(
         if existing.name in wanted or not existing.ours:
             continue
         policy = owner_policy(existing)
-        if policy in failed:
+        if policy is None or policy in failed:
+            # We always set the policy label and a controller ownerReference; an object with
+            # neither was not made by us (someone copied our managed-by label): leave it alone.
             continue
         action = Action(
             verb="Delete",
