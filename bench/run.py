@@ -743,6 +743,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=REPO / ".cache" / "bench",
         help="work folder (cluster, logs, results)",
     )
+    p.add_argument("--crds", type=Path, default=REPO / "crds", help="CRD manifests to install")
     p.add_argument(
         "--keep-cluster", action="store_true", help="leave the local control plane running"
     )
@@ -768,13 +769,20 @@ def machine() -> str:
     )
 
 
-def install_crds(kubeconfig: Path, kubectl: str, cluster: Any) -> None:
+def install_crds(kubeconfig: Path, kubectl: str, cluster: Any, crds: Path) -> None:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     for args in (
-        ["apply", "--server-side", "-f", str(REPO / "crds")],
+        ["apply", "--server-side", "-f", str(crds)],
         ["wait", "--for=condition=Established", "--timeout=120s", *CRDS],
     ):
-        subprocess.run([kubectl, *args], check=True, env=env, capture_output=True)
+        for attempt in range(3):  # a just-started API server may still refuse for a moment
+            proc = subprocess.run([kubectl, *args], env=env, capture_output=True, text=True)
+            if proc.returncode == 0:
+                break
+            log(f"kubectl {args[0]} failed (attempt {attempt + 1}): {proc.stderr.strip()}")
+            time.sleep(3)
+        else:
+            raise RuntimeError(f"kubectl {' '.join(args)} kept failing: {proc.stderr}")
     if cluster is not None:
         # The controller-manager's garbage collector learns new resources from API discovery
         # only every 30 s; until it knows BaselinePolicy it re-checks every object owned by one
@@ -808,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
         kubeconfig, kubectl = cluster.kubeconfig, str(cluster.bindir / "kubectl")
         server = "local kube-apiserver/etcd (hack/localcluster.py)"
     try:
-        install_crds(kubeconfig, kubectl, cluster)
+        install_crds(kubeconfig, kubectl, cluster, args.crds)
         bench = Bench(args, kubeconfig, kubectl)
         started = time.time()
         report = asyncio.run(bench.run())
