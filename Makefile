@@ -33,21 +33,31 @@ fmt: venv ## Format the code.
 	$(VENV)/bin/ruff check --fix .
 
 .PHONY: lint
-lint: venv ## Lint, check formatting and types, and check crds/ is up to date.
+lint: venv ## Lint, check formatting and types, and check crds/ (and its copies in deploy/, charts/) is up to date.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) hack/gen_crd.py --check
+	$(PY) hack/sync_deploy.py --check
 
 .PHONY: crds
-crds: venv ## Regenerate crds/ from operator/nsbaseline/api.py.
+crds: venv ## Regenerate crds/ from operator/nsbaseline/api.py (and its copies in deploy/, charts/).
 	$(PY) hack/gen_crd.py
+	$(PY) hack/sync_deploy.py
+
+.PHONY: deploy-sync
+deploy-sync: venv ## Copy crds/ into deploy/base/crds/ and charts/nsbaseline/crds/ (kustomize and Helm need them inside).
+	$(PY) hack/sync_deploy.py
 
 .PHONY: docs
 docs: venv ## Regenerate docs/reference.md from operator/nsbaseline/api.py.
 	$(PY) hack/gen_docs.py
 
 ##@ Local control plane
+
+.PHONY: helm
+helm: ## Build the Helm CLI from Go modules (cached) for the chart tests.
+	bash hack/helm/build.sh
 
 .PHONY: controlplane
 controlplane: ## Build kube-apiserver, kube-controller-manager, etcd and kubectl from Go modules (cached).
@@ -74,7 +84,7 @@ demo: up ## The operator's main job on the local control plane: CRDs, an example
 ##@ Test
 
 .PHONY: test
-test: lint controlplane ## Unit tests and end-to-end tests on the real local control plane.
+test: lint controlplane helm ## Unit tests and end-to-end tests on the real local control plane.
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
