@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import datetime
 import functools
+import json
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -368,10 +369,35 @@ def _template_values(policy: PolicyInfo, name: str) -> dict[str, Any]:
     return {}
 
 
-def _parse(piece: str, text: str, namespace: str, policy: PolicyInfo) -> RenderedObject | None:
+#: Rendered text -> its documents as JSON. The built-in templates render the same text for every
+#: namespace of a policy, and json.loads is far cheaper than YAML's Python-level constructor.
+_PARSED: OrderedDict[str, str] = OrderedDict()
+_PARSED_SIZE = 1024
+
+
+def _load_docs(text: str) -> list[Any]:
+    """The non-empty YAML documents in ``text``, fresh objects on every call."""
+    cached = _PARSED.get(text)
+    if cached is not None:
+        _PARSED.move_to_end(text)
+        loaded: list[Any] = json.loads(cached)
+        return loaded
     loader = _NoAliasLoader if "&" in text or "*" in text else _FastLoader
+    docs = [d for d in yaml.load_all(text, Loader=loader) if d is not None]
     try:
-        docs = [d for d in yaml.load_all(text, Loader=loader) if d is not None]
+        encoded = json.dumps(docs)
+    except (TypeError, ValueError):  # dates, non-string keys...: not JSON, never cached
+        return docs
+    if json.loads(encoded) == docs:  # only when JSON gives back exactly the same values
+        _PARSED[text] = encoded
+        if len(_PARSED) > _PARSED_SIZE:
+            _PARSED.popitem(last=False)
+    return docs
+
+
+def _parse(piece: str, text: str, namespace: str, policy: PolicyInfo) -> RenderedObject | None:
+    try:
+        docs = _load_docs(text)
     except yaml.YAMLError as exc:
         raise RenderError(piece, namespace, f"output is not valid YAML: {exc}") from None
     if not docs:
