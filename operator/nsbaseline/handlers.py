@@ -9,8 +9,9 @@ sees the whole cluster: a restart finds everything in place and writes nothing.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +79,18 @@ def login(**kwargs: Any) -> Any:
     return RUNTIME.connection
 
 
+class EndlessBackoffs:
+    """Retry delays for Kopf's requests that never run out.
+
+    With Kopf's default (eight retries, about a minute) an API server outage longer than that
+    makes a watch stream give up: its task dies, is only logged, and the operator keeps running
+    blind to that resource until restarted. Watches must outlive any outage instead.
+    """
+
+    def __iter__(self) -> Iterator[float]:
+        return itertools.chain((1, 1, 2, 3, 5), itertools.repeat(10))
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     """Kopf settings that keep the operator write-free on objects it only reads."""
@@ -87,6 +100,7 @@ async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     settings.networking.request_timeout = 60
     settings.execution.max_workers = 4
     settings.batching.worker_limit = None
+    settings.networking.error_backoffs = EndlessBackoffs()
     if settings.peering.mandatory and settings.peering.clusterwide:
         await _ensure_peering_object(settings)
 

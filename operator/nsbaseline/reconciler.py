@@ -517,8 +517,10 @@ class Reconciler:
                 await self.client.patch_policy_status(name, status)
                 metrics.WRITES.labels("patch", "BaselinePolicyStatus").inc()
                 self._status_written[name] = status
-            except ApiError as exc:
-                if exc.status != 404:
+            except Exception as exc:
+                # Refusals and lost connections (an API server restart) alike: keep the policy
+                # dirty for the next tick. Letting it escape would end the status loop for good.
+                if not (isinstance(exc, ApiError) and exc.status == 404):
                     logger.warning("status of BaselinePolicy %s not written: %s", name, exc)
                     self._dirty_policies.add(name)
 
