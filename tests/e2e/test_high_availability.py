@@ -5,8 +5,8 @@ last seen) into the status of one ClusterKopfPeering object; a replica that sees
 higher priority pauses its watches. A replica killed without a goodbye keeps its record until the
 record's lifetime runs out, so the failover time is bounded by ``--peering-lifetime``.
 
-Kopf does not create the peering object: with ``--peering`` a replica stays paused until it
-exists, so the install ships it (and this test creates it).
+Kopf does not create the peering object, and with ``--peering`` a replica stays paused until it
+exists; nsbaseline creates it at start-up. The tests start without it to pin that.
 """
 
 from __future__ import annotations
@@ -31,11 +31,10 @@ TEST_LABEL = "faults.nsbaseline.io/ha"
 
 @pytest.fixture
 def peering(cluster: Cluster) -> Iterator[str]:
-    cluster.apply(
-        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}}
-    )
+    """No peering object at the start (the replicas must create it), none left afterwards."""
+    cluster.kubectl("delete", "clusterkopfpeering", PEERING, "--ignore-not-found")
     yield PEERING
-    cluster.kubectl("delete", "clusterkopfpeering", PEERING, check=False)
+    cluster.kubectl("delete", "clusterkopfpeering", PEERING, "--ignore-not-found")
 
 
 @pytest.fixture
