@@ -10,6 +10,7 @@ egress without allowing DNS, not even for one write.
 from __future__ import annotations
 
 import random
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -87,9 +88,20 @@ def test_sigkill_during_rollouts_never_leaves_a_namespace_half_applied(
         for round_ in range(KILLS):
             variant = VARIANTS[round_ % len(VARIANTS)]
             cluster.apply(policy(variant))
+            creating = None
             if round_ == 0:
-                # All 300 namespaces at once, in one request stream, while the operator reacts.
-                cluster.kubectl("apply", "-f", "-", input=namespace_docs, timeout=300)
+                # All 300 namespaces in one request stream, running while the operator reacts
+                # (and while it is killed and restarted).
+                creating = subprocess.Popen(
+                    [cluster.kubectl_bin, "apply", "-f", "-"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    env=cluster.env,
+                    text=True,
+                )
+                assert creating.stdin is not None
+                creating.stdin.write(namespace_docs)
+                creating.stdin.close()
             body = cluster.get("baselinepolicy", policy_name)
             expected = expected_objects(body, nss, labels)
             changed_at = time.monotonic()
@@ -105,6 +117,8 @@ def test_sigkill_during_rollouts_never_leaves_a_namespace_half_applied(
             operator.kill()
             killed_at = time.monotonic()
             operator.start(wait=False)
+            if creating is not None:
+                assert creating.wait(timeout=300) == 0, "creating the namespaces failed"
             wait_for(
                 lambda expected=expected: not mismatches(watcher.snapshot(), expected),
                 600,
