@@ -183,6 +183,8 @@ async def network_policy_event(
     namespace: str | None, name: str, body: kopf.Body, type: str, **kwargs: Any
 ) -> None:
     reconciler = _reconciler(kwargs)
+    if type is None:  # Kopf's listing, not a change: a relist may have left deleted objects
+        reconciler.relisted()
     if namespace is None:
         return
     resource_version = str(body.metadata.get("resourceVersion", ""))

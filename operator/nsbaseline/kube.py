@@ -201,6 +201,12 @@ class KubeClient:
         items: list[dict[str, Any]] = result.get("items", [])
         return items
 
+    async def list_network_policies_at(self) -> tuple[list[dict[str, Any]], str]:
+        """Every NetworkPolicy, with the resourceVersion the listing is consistent at."""
+        result = await self.request("GET", "/apis/networking.k8s.io/v1/networkpolicies")
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items, str(result.get("metadata", {}).get("resourceVersion", ""))
+
     # ----- BaselinePolicies -----------------------------------------------------------------
     async def list_policies(self) -> list[dict[str, Any]]:
         result = await self.request("GET", POLICY_PATH)

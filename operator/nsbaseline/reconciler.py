@@ -33,6 +33,8 @@ from nsbaseline.status import Outcome, policy_status
 logger = logging.getLogger("nsbaseline")
 
 OVERLAY_TTL = 30.0
+#: Seconds to wait after a relist starts before checking the watched state against a listing.
+RELIST_SETTLE = 3.0
 
 
 class StateView(Protocol):
@@ -91,6 +93,9 @@ class Reconciler:
         self._enqueued_at: dict[str, float] = {}
         self._failures: dict[str, int] = {}
         self._overlay: dict[tuple[str, str], _Overlay] = {}
+        #: uids of watched objects the API server no longer has (see :meth:`forget_ghosts`).
+        self._ghosts: set[str] = set()
+        self._relisted = asyncio.Event()
         self.applied_hashes: dict[tuple[str, str], str] = {}
         self.outcomes: dict[str, dict[str, Outcome]] = {}  # namespace -> policy -> outcome
         self._dirty_policies: set[str] = set()
@@ -160,6 +165,14 @@ class Reconciler:
         self._dirty_policies.add(name)
         self.enqueue_all()
 
+    def relisted(self) -> None:
+        """Kopf is listing a resource again (start-up, resume after a peering pause, 410 Gone).
+
+        A relist reports what exists, never what vanished since the last watch, so the watched
+        state may keep objects deleted meanwhile; check for them soon.
+        """
+        self._relisted.set()
+
     def observed(self, namespace: str, name: str, resource_version: str, deleted: bool) -> None:
         """A NetworkPolicy event: drop our overlay once the watch has caught up with it."""
         key = (namespace, name)
@@ -172,7 +185,7 @@ class Reconciler:
     # ----- state ----------------------------------------------------------------------------
     def actual_objects(self, namespace: str) -> list[ManagedObject]:
         """Watched objects, corrected by the results of writes the watch has not shown yet."""
-        by_name = {o.name: o for o in self.state.objects_in(namespace)}
+        by_name = {o.name: o for o in self.state.objects_in(namespace) if o.uid not in self._ghosts}
         now = time.monotonic()
         for (ns, name), overlay in list(self._overlay.items()):
             if ns != namespace:
@@ -525,11 +538,46 @@ class Reconciler:
                     self._dirty_policies.add(name)
 
     async def _sweep_loop(self) -> None:
-        """The backstop: every namespace is re-checked periodically, whatever the watches said."""
+        """The backstop: every namespace is re-checked periodically, whatever the watches said,
+        against a fresh listing; and soon after a relist, which may have left ghosts behind."""
         await self.ready.wait()
         while True:
-            await asyncio.sleep(self.settings.sweep_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._relisted.wait(), self.settings.sweep_interval)
+            if self._relisted.is_set():
+                await asyncio.sleep(RELIST_SETTLE)  # let the listing finish arriving
+                self._relisted.clear()
+            try:
+                await self.forget_ghosts()
+            except Exception as exc:
+                logger.warning("could not list NetworkPolicies to check the watched state: %s", exc)
             self.enqueue_all()
+
+    async def forget_ghosts(self) -> int:
+        """Hide watched objects that a fresh listing proves gone; return how many were found.
+
+        Kopf's watch never reports objects deleted while it was not watching (a paused replica,
+        a relist after 410 Gone): they stay in the index. Taken for present, a deleted allow-dns
+        would never be restored. An object older than the listing and absent from it is gone;
+        uids are never reused, so hiding it for good is safe.
+        """
+        items, version = await self.client.list_network_policies_at()
+        alive = {str(i.get("metadata", {}).get("uid")) for i in items}
+        found = 0
+        for ns in list(self.state.namespace_names()):
+            for obj in self.state.objects_in(ns):
+                if obj.uid in alive or obj.uid in self._ghosts:
+                    continue
+                if _rv(obj.resource_version) < _rv(version):
+                    self._ghosts.add(obj.uid)
+                    found += 1
+                    logger.warning(
+                        "NetworkPolicy %s/%s is gone but was never reported deleted; forgetting it",
+                        ns,
+                        obj.name,
+                    )
+                    self.enqueue(ns)
+        return found
 
 
 def _comparable(status: Mapping[str, Any]) -> Any:

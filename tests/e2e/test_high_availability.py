@@ -11,6 +11,8 @@ exists; nsbaseline creates it at start-up. The tests start without it to pin tha
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -159,3 +161,49 @@ def test_replicas_with_identical_arguments_elect_exactly_one_active(
     finally:
         for op in replicas:
             op.stop()
+
+
+def test_a_replica_resuming_after_a_pause_repairs_what_changed_while_it_was_paused(
+    cluster: Cluster,
+    logdir: Path,
+    clean_policies: None,
+    peering: str,
+    run_label: dict[str, str],
+) -> None:
+    """A replica that was active, paused for a higher-priority one, and resumes when that one
+    dies, must not trust what it remembered from before the pause: objects deleted meanwhile are
+    absent from its fresh listing but were never reported to it as deleted."""
+    low = _replica(cluster, logdir / "low", "--priority", "50")
+    high = _replica(cluster, logdir / "high", "--priority", "100")
+    try:
+        low.start()
+        wait_for(lambda: _is_active(low), 60, what="the first replica to become active")
+        policy = f"ha-{run_label[TEST_LABEL]}"
+        cluster.apply(baseline_policy(policy, namespaceSelector={"matchLabels": run_label}))
+        ns = cluster.namespace("ha", run_label)
+        dns = names.object_name(policy, "allow-dns")
+        wait_for(lambda: dns in cluster.netpols(ns), 60, what="baseline by the first replica")
+
+        high.start()
+        wait_for(lambda: not _is_active(low), 60, what="the first replica to pause")
+        wait_for(lambda: _is_active(high), 60, what="the second replica to take over")
+        # Freeze the active replica so that it cannot repair, tamper, then kill it for good.
+        assert high.proc is not None
+        os.kill(high.proc.pid, signal.SIGSTOP)
+        cluster.kubectl("delete", "networkpolicy", dns, "-n", ns)
+        high.kill()
+        killed = time.monotonic()
+        wait_for(
+            lambda: dns in cluster.netpols(ns),
+            180,
+            interval=0.5,
+            what="the resumed replica to restore what was deleted during its pause",
+        )
+        assert _is_active(low)
+        print(
+            f"\nresumed replica repaired a deletion it never saw {time.monotonic() - killed:.1f}s "
+            "after the active replica was killed"
+        )
+    finally:
+        high.kill()
+        low.stop()
