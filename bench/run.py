@@ -49,7 +49,7 @@ from nsbaseline import canonical, names  # noqa: E402
 from nsbaseline.model import NamespaceInfo, PolicyInfo  # noqa: E402
 from nsbaseline.plan import with_hash  # noqa: E402
 from nsbaseline.render import TemplateSet, render_policy  # noqa: E402
-from watcher import AllMatch, Key, Restored, Watcher  # noqa: E402
+from watcher import ABSENT, AllMatch, Key, Restored, Watcher  # noqa: E402
 
 POLICY = "bench"
 PIECES = ("allow-dns", "allow-monitoring", "allow-ingress-controller", "default-deny")
@@ -317,7 +317,11 @@ class Bench:
         self.operator = Operator(kubeconfig, self.workdir, self.workers, args.profile)
         self.op_namespaces = [f"bench-{self.run_id}-{i:05d}" for i in range(self.n)]
         self.ref_namespaces = [f"bref-{self.run_id}-{i:05d}" for i in range(self.n)]
+        self.apply_namespaces = (
+            [f"bapp-{self.run_id}-{i:05d}" for i in range(self.n)] if args.reference_apply else []
+        )
         self.policy_body: dict[str, Any] = {}
+        self.ref_apply = 0.0
 
     # ----- helpers ---------------------------------------------------------------------------
     def policy_spec(self, monitoring_port: int) -> dict[str, Any]:
@@ -429,28 +433,38 @@ class Bench:
         await self.watcher.start()
         t0 = time.time()
         await self.create_namespaces(self.op_namespaces, True)
-        await self.create_namespaces(self.ref_namespaces, False)
+        await self.create_namespaces(self.ref_namespaces + self.apply_namespaces, False)
         elapsed = time.time() - t0
-        log(f"created {2 * self.n} namespaces in {elapsed:.1f}s")
+        count = len(self.op_namespaces) + len(self.ref_namespaces) + len(self.apply_namespaces)
+        log(f"created {count} namespaces in {elapsed:.1f}s")
         self.report.raw["namespace_creation_s"] = elapsed
 
-    async def reference(self) -> tuple[float, float]:
+    async def reference_create(self, namespaces: list[str], verb: str) -> float:
+        """The reference writer creates every pre-rendered object in ``namespaces``."""
         policy = PolicyInfo.from_body(
             {"metadata": {"name": POLICY}, "spec": self.policy_spec(self.args.port)}
         )
         requests: list[list[Any]] = []
         expected: dict[Key, str] = {}
-        for ns in self.ref_namespaces:
+        for ns in namespaces:
             for body in self.rendered(ns, policy).values():
                 ref = self.reference_body(body, ns)
-                requests.append(["POST", np_path(ns), ref])
-                expected[(ns, ref["metadata"]["name"])] = canonical.fingerprint(ref["spec"])
+                name = ref["metadata"]["name"]
+                requests.append([verb, np_path(ns, name if verb == "APPLY" else None), ref])
+                expected[(ns, name)] = canonical.fingerprint(ref["spec"])
         waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
         result = await self.run_reference(requests)
         seen = await self.wait(waiter, "reference objects", self.timeout(len(expected)))
-        converge = seen - result["start"]
-        log(f"reference: {len(requests)} objects created and seen in {converge:.2f}s")
+        converge = float(seen - result["start"])
+        log(f"reference: {len(requests)} objects created ({verb}) and seen in {converge:.2f}s")
+        return converge
 
+    async def reference(self) -> tuple[float, float]:
+        converge = await self.reference_create(self.ref_namespaces, "POST")
+        if self.args.reference_apply:
+            # The same creation with the operator's verb: how much of any gap is server-side
+            # apply's own cost in the API server rather than the operator's.
+            self.ref_apply = await self.reference_create(self.apply_namespaces, "APPLY")
         changed = PolicyInfo.from_body(
             {"metadata": {"name": POLICY}, "spec": self.policy_spec(self.args.port + 1)}
         )
@@ -462,12 +476,33 @@ class Bench:
         waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
         result = await self.run_reference(requests)
         seen = await self.wait(waiter, "reference fan-out", self.timeout(len(expected)))
-        fanout = seen - result["start"]
+        fanout = float(seen - result["start"])
         log(f"reference: fan-out of {len(requests)} objects seen in {fanout:.2f}s")
         return converge, fanout
 
+    async def remove_reference_objects(self) -> None:
+        """Delete the reference's objects (one DELETECOLLECTION per namespace) before the
+        operator starts, so its memory and start-up are measured without thousands of foreign
+        NetworkPolicies it would otherwise list and track (its namespaces stay, unselected)."""
+        expected = {
+            key: ABSENT
+            for key in self.watcher.specs
+            if key[1].startswith(REF_PREFIX + names.NAME_PREFIX)
+        }
+        waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
+        selector = {"labelSelector": f"{names.MANAGED_BY_LABEL}={REF_MANAGED_BY}"}
+        await self.gather_limited(
+            [
+                self.api.request("DELETE", np_path(ns), params=selector)
+                for ns in self.ref_namespaces + self.apply_namespaces
+            ],
+            self.workers,
+        )
+        await self.wait(waiter, "reference objects to go", self.timeout(len(expected)))
+        log(f"reference: {len(expected)} objects removed")
+
     def timeout(self, objects: int) -> float:
-        return 120 + TIMEOUT_PER_OBJECT * objects * self.args.timeout_scale
+        return 120 + TIMEOUT_PER_OBJECT * objects * float(self.args.timeout_scale)
 
     async def operator_convergence(self, ref_converge: float) -> None:
         namespaces = len((await self.api.request("GET", "/api/v1/namespaces"))["items"])
@@ -509,6 +544,14 @@ class Bench:
             ratio=ratio(converge, ref_converge),
             target="<= 1.3x",
         )
+        if self.ref_apply:
+            self.report.add(
+                "1",
+                "  same, reference creating with server-side apply (s)",
+                converge,
+                self.ref_apply,
+                ratio=ratio(converge, self.ref_apply),
+            )
         settled = await self.operator.wait_settled()
         await asyncio.sleep(1.0)  # the status loop writes within 0.5 s of the last change
         delta = diff(await request_counts(self.api), before)
@@ -696,6 +739,7 @@ class Bench:
         try:
             await self.setup()
             ref_converge, ref_fanout = await self.reference()
+            await self.remove_reference_objects()
             await self.operator_convergence(ref_converge)
             await self.fanout(ref_fanout)
             await self.new_namespaces()
@@ -753,6 +797,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=REPO / ".cache" / "bench",
         help="work folder (cluster, logs, results)",
+    )
+    p.add_argument(
+        "--reference-apply",
+        action="store_true",
+        help="also time the reference creating with server-side apply (N more namespaces)",
     )
     p.add_argument("--crds", type=Path, default=REPO / "crds", help="CRD manifests to install")
     p.add_argument(

@@ -12,13 +12,14 @@ import contextlib
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from kubeaccess import Api, ApiFailure
 
 from nsbaseline import canonical
 
 Key = tuple[str, str]
+W = TypeVar("W", bound="Waiter")
 #: The fingerprint of an object that does not exist.
 ABSENT = ""
 
@@ -109,7 +110,7 @@ class Watcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def add(self, waiter: Waiter) -> Waiter:
+    def add(self, waiter: W) -> W:
         if not waiter.future.done():
             for key in waiter.keys():  # noqa: SIM118 - a method of Waiter, not a dict
                 self._waiters.setdefault(key, []).append(waiter)

@@ -33,7 +33,7 @@ from nsbaseline.params import ParamError, namespace_params
 TEMPLATE_SUFFIX = ".yaml.j2"
 #: Bounds that keep a hostile or careless template from exhausting the operator.
 #: Renders remembered per template set: enough for every namespace in flight, bounded in memory.
-RENDER_CACHE_SIZE = 4096
+RENDER_CACHE_SIZE = 1024
 MAX_OUTPUT_CHARS = 256 * 1024
 MAX_LOOP_STEPS = 100_000
 MAX_INT_ARGUMENT = 10_000
