@@ -539,18 +539,27 @@ class Reconciler:
 
     async def _sweep_loop(self) -> None:
         """The backstop: every namespace is re-checked periodically, whatever the watches said,
-        against a fresh listing; and soon after a relist, which may have left ghosts behind."""
+        and soon after a relist, once the watched state is checked for ghosts.
+
+        Ghosts are looked for only after a relist, never on the timer: a replica paused by
+        peering keeps its timer but no longer watches, and must not act on a listing newer than
+        what it watched (it would undo the active replica's deletions).
+        """
         await self.ready.wait()
         while True:
+            relisted = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._relisted.wait(), self.settings.sweep_interval)
-            if self._relisted.is_set():
+                relisted = await asyncio.wait_for(
+                    self._relisted.wait(), self.settings.sweep_interval
+                )
+            if relisted:
                 await asyncio.sleep(RELIST_SETTLE)  # let the listing finish arriving
                 self._relisted.clear()
-            try:
-                await self.forget_ghosts()
-            except Exception as exc:
-                logger.warning("could not list NetworkPolicies to check the watched state: %s", exc)
+                try:
+                    await self.forget_ghosts()
+                except Exception as exc:
+                    logger.warning("could not list NetworkPolicies after a relist: %s", exc)
+                    self._relisted.set()  # try again
             self.enqueue_all()
 
     async def forget_ghosts(self) -> int:
