@@ -1,0 +1,96 @@
+"""The reconciler must not trust watched state the API server has moved past.
+
+Two ways a lagging or incomplete watch made allow-dns look present when it was gone, both found by
+the fault tests (tests/e2e/test_crash_safety.py, tests/e2e/test_high_availability.py):
+- right after our own delete, the index still holds the object's last version;
+- after a relist (peering pause, 410 Gone), objects deleted meanwhile are never reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from nsbaseline import names
+from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo
+from nsbaseline.plan import Action
+from nsbaseline.reconciler import Reconciler, Settings
+
+NS = "team-a"
+DNS = names.object_name("base", "allow-dns")
+
+
+def managed(name: str, uid: str, rv: int) -> ManagedObject:
+    return ManagedObject(
+        namespace=NS,
+        name=name,
+        uid=uid,
+        resource_version=str(rv),
+        labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE},
+        annotations={},
+        owner_references=(),
+        spec={"podSelector": {}},
+    )
+
+
+class FakeState:
+    def __init__(self, objects: list[ManagedObject]) -> None:
+        self.objects = objects
+
+    def namespace(self, name: str) -> NamespaceInfo | None:
+        return NamespaceInfo(name) if name == NS else None
+
+    def namespace_names(self) -> Iterable[str]:
+        return [NS]
+
+    def objects_in(self, namespace: str) -> list[ManagedObject]:
+        return [o for o in self.objects if o.namespace == namespace]
+
+    def policies(self) -> dict[str, PolicyInfo]:
+        return {}
+
+
+class FakeClient:
+    def __init__(self, listing: list[dict[str, Any]], version: str) -> None:
+        self.listing = listing
+        self.version = version
+
+    async def delete(self, namespace: str, name: str, uid: str | None) -> bool:
+        return True
+
+    async def list_network_policies_at(self) -> tuple[list[dict[str, Any]], str]:
+        return self.listing, self.version
+
+
+def reconciler(state: FakeState, client: FakeClient) -> Reconciler:
+    return Reconciler(client, state, Settings())  # type: ignore[arg-type]
+
+
+def test_a_deleted_object_stays_hidden_while_the_watch_still_shows_its_last_version() -> None:
+    async def scenario() -> None:
+        state = FakeState([managed(DNS, "u1", 10)])
+        rec = reconciler(state, FakeClient([], "0"))
+        await rec._write(Action("Delete", NS, DNS, "base", "allow-dns", uid="u1"), 0.0)
+        assert rec.actual_objects(NS) == []
+        rec.observed(NS, DNS, "10", deleted=False)  # a late MODIFIED of the old version
+        assert rec.actual_objects(NS) == []
+        state.objects = []
+        rec.observed(NS, DNS, "11", deleted=True)  # the DELETED event retires the tombstone
+        state.objects = [managed(DNS, "u2", 12)]  # a re-creation is visible again
+        assert [o.uid for o in rec.actual_objects(NS)] == ["u2"]
+
+    asyncio.run(scenario())
+
+
+def test_objects_missing_from_a_fresh_listing_are_forgotten_but_newer_ones_are_kept() -> None:
+    async def scenario() -> None:
+        gone = managed(DNS, "u1", 10)
+        newer = managed(names.object_name("base", "default-deny"), "u3", 30)
+        present = managed(names.object_name("base", "allow-monitoring"), "u4", 5)
+        listing = [{"metadata": {"uid": "u4"}}]
+        rec = reconciler(FakeState([gone, newer, present]), FakeClient(listing, "20"))
+        assert await rec.forget_ghosts() == 1
+        assert {o.uid for o in rec.actual_objects(NS)} == {"u3", "u4"}
+
+    asyncio.run(scenario())
