@@ -188,7 +188,9 @@ async def network_policy_event(
     if namespace is None:
         return
     resource_version = str(body.metadata.get("resourceVersion", ""))
-    reconciler.observed(namespace, name, resource_version, type == "DELETED")
+    echo = reconciler.observed(namespace, name, resource_version, type == "DELETED")
+    if echo and type is not None:
+        return  # the echo of our own write: nothing new to reconcile
     reconciler.enqueue(namespace)
 
 

@@ -173,14 +173,27 @@ class Reconciler:
         """
         self._relisted.set()
 
-    def observed(self, namespace: str, name: str, resource_version: str, deleted: bool) -> None:
-        """A NetworkPolicy event: drop our overlay once the watch has caught up with it."""
+    def observed(self, namespace: str, name: str, resource_version: str, deleted: bool) -> bool:
+        """A NetworkPolicy event: drop our overlay once the watch has caught up with it.
+
+        Returns True when the event is just the echo of our own last write (the very version we
+        wrote, or the deletion we sent): the namespace's state already accounts for it, so it
+        needs no reconcile. Any other change to the object arrives with a newer version.
+        """
         key = (namespace, name)
         overlay = self._overlay.get(key)
         if overlay is None:
-            return
-        if (overlay.obj is None and deleted) or _rv(resource_version) >= overlay.resource_version:
+            return False
+        if overlay.obj is None:
+            if deleted:
+                del self._overlay[key]
+                return True
+            return False
+        version = _rv(resource_version)
+        if version >= overlay.resource_version:
             del self._overlay[key]
+            return version == overlay.resource_version and not deleted
+        return False
 
     # ----- state ----------------------------------------------------------------------------
     def actual_objects(self, namespace: str) -> list[ManagedObject]:
