@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import yaml
+
 from nsbaseline import api
 
 TARGET = Path(__file__).resolve().parent.parent / "crds" / "baselinepolicies.nsbaseline.io.yaml"
