@@ -253,6 +253,7 @@ class Reconciler:
             # Gone or going: its objects go with it, and writing there would only race the
             # namespace controller. Forget it so status stops counting it.
             self._forget_namespace(namespace)
+            metrics.RECONCILES.labels("unchanged").inc()
             return True
         policies = self.state.policies()
         selecting = policies_for(list(policies.values()), info)
