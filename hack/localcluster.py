@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -226,7 +227,27 @@ class LocalCluster:
         )
 
     # ----- lifecycle -----------------------------------------------------------------------
-    def start(self, timeout: float = 180.0) -> None:
+    def start(self, timeout: float = 180.0, attempts: int = 3) -> None:
+        """Start the control plane, trying again with fresh ports if a component dies at start.
+
+        On a busy machine a port picked as free can be taken before the component binds it;
+        the logs of a failed attempt are kept (``logs/attempt-N``) for diagnosis.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(timeout)
+                return
+            except RuntimeError as exc:
+                if attempt == attempts:
+                    raise
+                print(f"control plane start attempt {attempt} failed: {exc}", file=sys.stderr)
+                kept = self.workdir / "logs" / f"attempt-{attempt}"
+                kept.mkdir(parents=True, exist_ok=True)
+                for log in self.logdir.glob("*.log"):
+                    log.rename(kept / log.name)
+                shutil.rmtree(self.workdir / "etcd-data", ignore_errors=True)
+
+    def _start_once(self, timeout: float) -> None:
         """Generate credentials, start all components and wait until the cluster is usable."""
         if self.bindir is None:
             self.bindir = build_binaries()
@@ -247,10 +268,13 @@ class LocalCluster:
             kubeconfig_text(self.server, self.pki / "ca.crt", self.tokens["admin"])
         )
         self.kubeconfig.chmod(0o600)
-        for component in COMPONENTS:
-            self.start_component(component)
-        self.save()
+        self.start_component("etcd")
+        self.start_component("kube-apiserver")
         try:
+            self.wait_ready(timeout, ["/readyz"])
+            # The controller-manager reads its authentication config from the API server once,
+            # at start, and exits if nothing is serving yet: start it only now.
+            self.start_component("kube-controller-manager")
             self.wait_ready(timeout)
         except Exception:
             self.stop()
@@ -387,18 +411,21 @@ class LocalCluster:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode(errors="replace")
 
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        """``/readyz`` with credentials, then namespace ``default`` and its ServiceAccount."""
+    def wait_ready(self, timeout: float = 180.0, paths: list[str] | None = None) -> None:
+        """``/readyz`` with credentials, then namespace ``default`` and its ServiceAccount.
+
+        Fails fast when a started component has exited, with the end of its log.
+        """
         deadline = time.monotonic() + timeout
-        checks = [
+        checks = paths or [
             "/readyz",
             "/api/v1/namespaces/default",
             "/api/v1/namespaces/default/serviceaccounts/default",
         ]
         for path in checks:
             while True:
-                for component in COMPONENTS:
-                    if not self._is_ours(component, self.pids.get(component, -1)):
+                for component in [c for c in COMPONENTS if c in self.pids]:
+                    if not self._is_ours(component, self.pids[component]):
                         raise RuntimeError(
                             f"{component} exited; see {self.logdir / (component + '.log')}:\n"
                             + self.tail_log(component)
