@@ -75,8 +75,10 @@ def logdir(request: pytest.FixtureRequest) -> Path:
 
 @pytest.fixture
 def clean_policies(cluster: Cluster) -> Iterator[None]:
-    """Each test starts and ends with no BaselinePolicy, so tests cannot see each other's."""
+    """Each test starts with no BaselinePolicy and none of the namespaces earlier tests made,
+    and ends with no BaselinePolicy, so tests cannot see each other's."""
     cluster.kubectl("delete", "baselinepolicies", "--all", "--wait=true")
+    cluster.settle()
     yield
     cluster.kubectl("delete", "baselinepolicies", "--all", "--wait=true")
 

@@ -70,6 +70,8 @@ def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
 
 
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
+#: Marks namespaces made by tests, so the next test can clear them away.
+TEST_LABEL = "e2e.nsbaseline.io/test"
 
 
 @dataclass
@@ -149,15 +151,31 @@ class Cluster:
         return int(total)
 
     def namespace(self, prefix: str = "t", labels: Mapping[str, str] | None = None) -> str:
+        """A fresh namespace, marked so a later test's :meth:`settle` can remove it."""
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         self.apply(
             {
                 "apiVersion": "v1",
                 "kind": "Namespace",
-                "metadata": {"name": name, "labels": dict(labels or {})},
+                "metadata": {"name": name, "labels": {TEST_LABEL: "true", **(labels or {})}},
             }
         )
         return name
+
+    def settle(self, timeout: float = 180.0) -> None:
+        """Remove namespaces earlier tests left behind and wait until none is terminating.
+
+        Leftover opted-in namespaces would count against a new policy's Ready condition, and
+        the namespace controller's deletes of their NetworkPolicies would show up in the API
+        server's write counters that tests read.
+        """
+        self.kubectl("delete", "namespaces", "-l", f"{TEST_LABEL}=true", "--wait=false")
+
+        def quiet() -> bool:
+            items = self.items("namespaces")
+            return not any(n["metadata"].get("deletionTimestamp") for n in items)
+
+        wait_for(quiet, timeout, interval=0.5, what="no namespace terminating")
 
     def netpols(self, namespace: str) -> dict[str, dict[str, Any]]:
         return {o["metadata"]["name"]: o for o in self.items("networkpolicies", "-n", namespace)}
