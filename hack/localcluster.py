@@ -175,6 +175,7 @@ class LocalCluster:
     ports: dict[str, int] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
     # ----- paths ---------------------------------------------------------------------------
     @property
@@ -355,7 +356,16 @@ class LocalCluster:
         )
         log.close()
         self.pids[component] = proc.pid
+        self._procs[component] = proc
         self.save()
+
+    def _running(self, component: str) -> bool:
+        """Whether the component we started is still running (not exited, not a zombie)."""
+        proc = self._procs.get(component)
+        if proc is not None:
+            return proc.poll() is None
+        pid = self.pids.get(component, -1)
+        return self._is_ours(component, pid)
 
     def _is_ours(self, component: str, pid: int) -> bool:
         try:
@@ -367,6 +377,19 @@ class LocalCluster:
     def stop_component(
         self, component: str, sig: int = signal.SIGTERM, timeout: float = 20
     ) -> None:
+        proc = self._procs.pop(component, None)
+        if proc is not None:
+            # Our own child: stop it through its handle, which cannot name another process.
+            if proc.poll() is None:
+                proc.send_signal(sig)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            self.pids.pop(component, None)
+            self.save()
+            return
         pid = self.pids.get(component)
         if pid is None or not self._is_ours(component, pid):
             self.pids.pop(component, None)
@@ -398,7 +421,7 @@ class LocalCluster:
             self.stop_component(component)
 
     def alive(self) -> bool:
-        return all(self._is_ours(c, self.pids.get(c, -1)) for c in COMPONENTS)
+        return all(self._running(c) for c in COMPONENTS)
 
     # ----- readiness -----------------------------------------------------------------------
     def request(self, path: str, token: str | None = None, timeout: float = 5) -> tuple[int, str]:
@@ -425,7 +448,7 @@ class LocalCluster:
         for path in checks:
             while True:
                 for component in [c for c in COMPONENTS if c in self.pids]:
-                    if not self._is_ours(component, self.pids[component]):
+                    if not self._running(component):
                         raise RuntimeError(
                             f"{component} exited; see {self.logdir / (component + '.log')}:\n"
                             + self.tail_log(component)
