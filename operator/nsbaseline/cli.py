@@ -328,17 +328,12 @@ def status(output: str, templates_dir: Path | None) -> None:
 
 
 async def _status_rows(templates_dir: Path | None) -> list[dict[str, str]]:
-    import kopf
-
-    from nsbaseline.kube import Credentials, KubeClient
+    from nsbaseline.kube import client_from_environment
     from nsbaseline.model import ManagedObject, is_candidate
 
-    info = kopf.login_with_kubeconfig(
-        settings=kopf.OperatorSettings()
-    ) or kopf.login_with_service_account(settings=kopf.OperatorSettings())
-    if info is None:
+    client = client_from_environment()
+    if client is None:
         _fail("no kubeconfig found (set KUBECONFIG)")
-    client = KubeClient(Credentials(info))
     try:
         policies = {p.name: p for p in map(PolicyInfo.from_body, await client.list_policies())}
         namespaces = [NamespaceInfo.from_body(n) for n in await client.list_namespaces()]

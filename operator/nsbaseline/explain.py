@@ -267,17 +267,11 @@ async def cluster_inputs() -> Inputs:
 
 async def cluster_docs() -> list[dict[str, Any]]:
     """Namespaces, running Pods and NetworkPolicies from the cluster (three LISTs), with kinds."""
-    import kopf
+    from nsbaseline.kube import client_from_environment
 
-    from nsbaseline.kube import Credentials, KubeClient
-
-    settings = kopf.OperatorSettings()
-    info = kopf.login_with_kubeconfig(settings=settings) or kopf.login_with_service_account(
-        settings=settings
-    )
-    if info is None:
+    client = client_from_environment()
+    if client is None:
         raise ExplainError("no kubeconfig found (set KUBECONFIG)")
-    client = KubeClient(Credentials(info))
     try:
         namespaces = await client.list_namespaces()
         pods = (await client.request("GET", "/api/v1/pods")).get("items", [])

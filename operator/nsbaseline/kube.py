@@ -83,6 +83,19 @@ def _tempfile(data: str | bytes) -> str:
     return handle.name
 
 
+def client_from_environment() -> KubeClient | None:
+    """A client for the CLI: the kubeconfig (KUBECONFIG or ~/.kube/config), else the pod's
+    ServiceAccount; ``None`` when neither exists. The operator itself logs in through Kopf.
+    """
+    import kopf
+
+    settings = kopf.OperatorSettings()
+    info = kopf.login_with_kubeconfig(settings=settings) or kopf.login_with_service_account(
+        settings=settings
+    )
+    return KubeClient(Credentials(info)) if info is not None else None
+
+
 class KubeClient:
     """Async API client. ``relogin`` is called once on a 401 to refresh rotated tokens."""
 
