@@ -18,12 +18,10 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -74,6 +72,16 @@ WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
 TEST_LABEL = "e2e.nsbaseline.io/test"
 
 
+def manifest(docs: Iterable[Mapping[str, Any]]) -> str:
+    """Documents for ``kubectl apply -f -``, as JSON separated by ``---``.
+
+    Not PyYAML: it leaves a string such as ``044469`` unquoted, which kubectl's YAML 1.2 parser
+    reads as a number (a random label value once broke a test run that way). JSON says exactly
+    which values are strings.
+    """
+    return "\n---\n".join(json.dumps(dict(d)) for d in docs) + "\n"
+
+
 @dataclass
 class Cluster:
     """A cluster reachable through a kubeconfig, driven with kubectl."""
@@ -105,7 +113,7 @@ class Cluster:
     def apply(
         self, *docs: Mapping[str, Any], check: bool = True, server_side: bool = False
     ) -> subprocess.CompletedProcess[str]:
-        text = yaml.safe_dump_all([dict(d) for d in docs], sort_keys=False)
+        text = manifest(docs)
         args = ["apply", "-f", "-"]
         if server_side:
             args.insert(1, "--server-side")

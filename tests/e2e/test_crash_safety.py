@@ -17,9 +17,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-import yaml
 
-from kubetest import Cluster, OperatorProcess, baseline_policy, wait_for
+from kubetest import Cluster, OperatorProcess, baseline_policy, manifest, wait_for
 from nsbaseline import names
 from watcher import PolicyWatcher, expected_objects, mismatches
 
@@ -76,11 +75,9 @@ def test_sigkill_during_rollouts_never_leaves_a_namespace_half_applied(
             policy_name, namespaceSelector={"matchLabels": labels}, **dict(variant)
         )
 
-    namespace_docs = yaml.safe_dump_all(
-        [
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": labels}}
-            for n in nss
-        ]
+    namespace_docs = manifest(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": labels}}
+        for n in nss
     )
     prefix = f"crash-{run}-"
     figures: list[str] = []
