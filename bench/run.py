@@ -44,12 +44,12 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO / "hack"))
 
 from kubeaccess import Access, Api, ApiFailure, np_path  # noqa: E402
+from watcher import ABSENT, AllMatch, Key, Restored, Watcher  # noqa: E402
 
 from nsbaseline import canonical, names  # noqa: E402
 from nsbaseline.model import NamespaceInfo, PolicyInfo  # noqa: E402
 from nsbaseline.plan import with_hash  # noqa: E402
 from nsbaseline.render import TemplateSet, render_policy  # noqa: E402
-from watcher import ABSENT, AllMatch, Key, Restored, Watcher  # noqa: E402
 
 POLICY = "bench"
 PIECES = ("allow-dns", "allow-monitoring", "allow-ingress-controller", "default-deny")

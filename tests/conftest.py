@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kubetest import REPO, Cluster, OperatorProcess
-
-sys.path.insert(0, str(REPO / "hack"))
+from tests.support.kube import REPO, Cluster, OperatorProcess
 
 #: Where the session's control plane and logs live; parallel sessions each need their own.
 E2E_DIR = Path(os.environ.get("NSBASELINE_E2E_DIR") or REPO / ".cache" / "e2e").resolve()
@@ -30,7 +27,7 @@ def local_control_plane() -> Iterator[object | None]:
     if os.environ.get("NSBASELINE_TEST_KUBECONFIG"):
         yield None
         return
-    from localcluster import LocalCluster
+    from hack.localcluster import LocalCluster
 
     workdir = E2E_DIR / "cluster"
     old = LocalCluster.load(workdir)

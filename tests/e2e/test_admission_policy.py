@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploytest import (
+
+from tests.support.deploy import (
     DEPLOY,
     VAP_NAME,
     as_user,
@@ -28,8 +29,7 @@ from deploytest import (
     operator_as_service_account,
     token_kubeconfig,
 )
-
-from kubetest import Cluster, OperatorProcess, baseline_policy, wait_for
+from tests.support.kube import Cluster, OperatorProcess, baseline_policy, wait_for
 
 pytestmark = pytest.mark.e2e
 

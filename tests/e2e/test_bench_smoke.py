@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kubetest import REPO, Cluster
+from tests.support.kube import REPO, Cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

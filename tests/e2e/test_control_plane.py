@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from kubetest import Cluster, wait_for
+from tests.support.kube import Cluster, wait_for
 
 pytestmark = pytest.mark.e2e
 

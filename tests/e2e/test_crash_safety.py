@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from kubetest import Cluster, OperatorProcess, baseline_policy, manifest, wait_for
 from nsbaseline import names
-from watcher import PolicyWatcher, expected_objects, mismatches
+from tests.support.kube import Cluster, OperatorProcess, baseline_policy, manifest, wait_for
+from tests.support.watcher import PolicyWatcher, expected_objects, mismatches
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from kubetest import Cluster, baseline_policy, running_operator, wait_for
+from tests.support.kube import Cluster, baseline_policy, running_operator, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

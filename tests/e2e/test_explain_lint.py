@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from kubetest import Cluster, OperatorProcess, baseline_policy, wait_for
+from tests.support.kube import Cluster, OperatorProcess, baseline_policy, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from kubetest import REPO, Cluster, baseline_policy, free_port, wait_for
+from tests.support.kube import REPO, Cluster, baseline_policy, free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
-from deploytest import (
+
+from tests.support.deploy import (
     CHART,
     DEPLOY,
     INSTALL_NAMESPACE,
@@ -27,8 +28,7 @@ from deploytest import (
     kustomize,
     operator_as_service_account,
 )
-
-from kubetest import Cluster, baseline_policy, wait_for
+from tests.support.kube import Cluster, baseline_policy, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubetest import Cluster
+from tests.support.kube import Cluster
 
 pytestmark = pytest.mark.e2e
 

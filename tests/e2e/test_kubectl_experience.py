@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from kubetest import Cluster, OperatorProcess, baseline_policy, wait_for
 from nsbaseline import api
+from tests.support.kube import Cluster, OperatorProcess, baseline_policy, wait_for
 
 pytestmark = pytest.mark.e2e
 

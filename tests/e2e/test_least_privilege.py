@@ -12,9 +12,14 @@ import json
 from pathlib import Path
 
 import pytest
-from deploytest import OPERATOR_USER, forbidden_lines, install_base, operator_as_service_account
 
-from kubetest import Cluster, baseline_policy, wait_for
+from tests.support.deploy import (
+    OPERATOR_USER,
+    forbidden_lines,
+    install_base,
+    operator_as_service_account,
+)
+from tests.support.kube import Cluster, baseline_policy, wait_for
 
 pytestmark = pytest.mark.e2e
 

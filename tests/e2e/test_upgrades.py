@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from kubetest import Cluster, OperatorProcess, baseline_policy, wait_for
 from nsbaseline import names
 from nsbaseline.render import builtin_template_dir
-from watcher import PolicyWatcher
+from tests.support.kube import Cluster, OperatorProcess, baseline_policy, wait_for
+from tests.support.watcher import PolicyWatcher
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

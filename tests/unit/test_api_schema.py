@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import gen_crd
 import pytest
 import yaml
 
+from hack import gen_crd
 from nsbaseline import api
 from nsbaseline.model import PolicyInfo
 from nsbaseline.schema import apply_defaults

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sync_deploy
 import yaml
 
+from hack import sync_deploy
 from nsbaseline import names
 
 REPO = Path(__file__).resolve().parents[2]

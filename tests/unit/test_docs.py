@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import gen_docs
 import pytest
 import yaml
 from click.testing import CliRunner, Result
 
+from hack import gen_docs
 from nsbaseline import api, cli
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from unitkit import foreign, in_cluster, opted_in, policy
-
 from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo
 from nsbaseline.plan import (
     HASH_ANNOTATION,
@@ -18,6 +16,7 @@ from nsbaseline.plan import (
     with_hash,
 )
 from nsbaseline.render import PolicyRender, RenderedObject, TemplateSet, render_policy
+from tests.support.builders import foreign, in_cluster, opted_in, policy
 
 NS = opted_in("team-a")
 TEMPLATES = TemplateSet()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from unitkit import foreign, opted_in
-
 from nsbaseline.plan import build_plan
+from tests.support.builders import foreign, opted_in
 
 NS = opted_in("team-a")
 

@@ -8,7 +8,6 @@ never a performance assertion.
 from __future__ import annotations
 
 import pytest
-from unitkit import netpol_template, policy
 
 from nsbaseline.model import NamespaceInfo
 from nsbaseline.render import (
@@ -18,6 +17,7 @@ from nsbaseline.render import (
     TemplateSet,
     render_policy,
 )
+from tests.support.builders import netpol_template, policy
 
 NS = NamespaceInfo("ns-sandbox", {"kubernetes.io/metadata.name": "ns-sandbox"})
 POLICY = policy("pol")

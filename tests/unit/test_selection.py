@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from unitkit import namespace, policy
 
 from nsbaseline.selection import SelectorError, policies_for, policy_selects, selector_matches
+from tests.support.builders import namespace, policy
 
 LABELS = {"env": "prod", "team": "a", "nsbaseline.io/enabled": "true"}
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 import yaml
-from unitkit import namespace, opted_in, policy
 
 from nsbaseline import canonical, names
 from nsbaseline.model import NamespaceInfo
 from nsbaseline.render import TemplateSet, builtin_template_dir, render_policy
+from tests.support.builders import namespace, opted_in, policy
 
 GOLDEN = Path(__file__).parent / "golden"
 NOTHING = "# renders nothing\n"

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubetest import REPO, Cluster, OperatorProcess
+from tests.support.kube import REPO, Cluster, OperatorProcess
 
 DEPLOY = REPO / "deploy"
 CHART = REPO / "charts" / "nsbaseline"
