@@ -17,8 +17,9 @@ from typing import Any
 import yaml
 
 from nsbaseline import api, names
+from nsbaseline.assessment import Assessment
 from nsbaseline.schema import apply_defaults
-from nsbaseline.status import Outcome, policy_status
+from nsbaseline.status import policy_status
 
 Schema = dict[str, Any]
 TARGET = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
@@ -138,24 +139,36 @@ def printer_columns(version: Schema) -> str:
 
 
 #: Situations the reconciler reports; the table below is computed by the real status code.
-SITUATIONS: tuple[tuple[str, bool, tuple[Outcome, ...]], ...] = (
+SITUATIONS: tuple[tuple[str, bool, tuple[Assessment, ...]], ...] = (
     ("No namespace is selected", False, ()),
-    ("Every selected namespace has its baseline", False, (Outcome("p", "team-a", "Compliant"),)),
+    (
+        "Every selected namespace has its baseline",
+        False,
+        (Assessment("p", "team-a", "compliant", ""),),
+    ),
     (
         "A template failed or the API server refused a write",
         False,
-        (Outcome("p", "team-a", "Failed", errors=(("allow-dns", "template 'allow-dns' ..."),)),),
+        (
+            Assessment(
+                "p", "team-a", "error", "", errors=(("allow-dns", "template 'allow-dns' ..."),)
+            ),
+        ),
     ),
     (
         "A foreign NetworkPolicy holds a name the policy needs",
         False,
-        (Outcome("p", "team-a", "Conflict", conflicts=("nsbaseline-p-default-deny",)),),
+        (Assessment("p", "team-a", "conflict", "", conflicts=("nsbaseline-p-default-deny",)),),
     ),
-    ("Audit mode, nothing would change", True, (Outcome("p", "team-a", "Compliant"),)),
+    ("Audit mode, nothing would change", True, (Assessment("p", "team-a", "compliant", ""),)),
     (
         "Audit mode, changes pending",
         True,
-        (Outcome("p", "team-a", "AuditPending", pending=(("nsbaseline-p-allow-dns", "Create"),)),),
+        (
+            Assessment(
+                "p", "team-a", "audit-pending", "", pending=(("nsbaseline-p-allow-dns", "Create"),)
+            ),
+        ),
     ),
 )
 

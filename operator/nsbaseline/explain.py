@@ -258,33 +258,3 @@ __all__ = [
     "parse_port",
     "query",
 ]
-
-
-async def cluster_inputs() -> Inputs:
-    """Namespaces, Pods and NetworkPolicies from the cluster in KUBECONFIG."""
-    return Inputs.from_docs(await cluster_docs())
-
-
-async def cluster_docs() -> list[dict[str, Any]]:
-    """Namespaces, running Pods and NetworkPolicies from the cluster (three LISTs), with kinds."""
-    from nsbaseline.kube import client_from_environment
-
-    client = client_from_environment()
-    if client is None:
-        raise ExplainError("no kubeconfig found (set KUBECONFIG)")
-    try:
-        namespaces = await client.list_namespaces()
-        pods = (await client.request("GET", "/api/v1/pods")).get("items", [])
-        policies = await client.list_network_policies()
-    finally:
-        await client.close()
-    return [
-        *({**n, "kind": "Namespace"} for n in namespaces),
-        *({**p, "kind": "Pod"} for p in pods if _running(p)),
-        *({**p, "kind": "NetworkPolicy"} for p in policies),
-    ]
-
-
-def _running(pod: Mapping[str, Any]) -> bool:
-    phase = (pod.get("status") or {}).get("phase")
-    return phase not in ("Succeeded", "Failed")

@@ -9,6 +9,7 @@ sees the whole cluster: a restart finds everything in place and writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import Iterable, Iterator
@@ -17,8 +18,7 @@ from typing import Any, cast
 
 import kopf
 
-from nsbaseline import kopfpatch, names
-from nsbaseline.kube import ApiError, Credentials, KubeClient
+from nsbaseline import kopfpatch, kube, names
 from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo, is_candidate
 from nsbaseline.reconciler import Reconciler, Settings
 
@@ -34,8 +34,15 @@ class Runtime:
 
     settings: Settings = field(default_factory=Settings)
     reconciler: Reconciler | None = None
-    login_kwargs: dict[str, Any] = field(default_factory=dict)
-    connection: Any = None
+    #: ``--kubeconfig`` and ``--context`` of ``nsbaseline run`` (None: kubectl's defaults).
+    kubeconfig: str | None = None
+    context: str | None = None
+    credentials: kube.Credentials | None = None
+
+    def login(self) -> kube.Credentials:
+        """Load credentials afresh (at start, and whenever Kopf or our client saw a 401)."""
+        self.credentials = kube.load(self.kubeconfig, self.context)
+        return self.credentials
 
 
 RUNTIME = Runtime()
@@ -64,19 +71,24 @@ class KopfIndexState:
         return {name: next(iter(store)) for name, store in self._policies.items() if store}
 
 
-def _login(**kwargs: Any) -> Any:
-    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-    if info is None:
-        raise kopf.LoginError("no in-cluster service account and no kubeconfig found")
-    return info
-
-
 @kopf.on.login()
-def login(**kwargs: Any) -> Any:
-    """Kopf's credentials, kept for our own client too (one auth path for both)."""
-    RUNTIME.login_kwargs = kwargs
-    RUNTIME.connection = _login(**kwargs)
-    return RUNTIME.connection
+async def login(**_: Any) -> kopf.AiohttpSession:
+    """Kopf's watches log in exactly as our own client and the CLI do (:mod:`nsbaseline.kube`).
+
+    Kopf gets a session of ours: the same TLS, proxy and self-renewing Authorization header.
+    Kopf calls this again after a 401, so rotated or revoked credentials are loaded anew.
+    """
+    try:
+        # Loading may run an exec plugin: off the event loop. The session must be made on it.
+        credentials = await asyncio.to_thread(RUNTIME.login)
+    except kube.LoginError as exc:
+        raise kopf.LoginError(str(exc)) from exc
+    return kopf.AiohttpSession(
+        server=credentials.server,
+        aiohttp_session=credentials.session(limit=0),
+        default_namespace=credentials.default_namespace,
+        expiration=credentials.expiration,
+    )
 
 
 class EndlessBackoffs:
@@ -117,6 +129,7 @@ async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    settings.watching.chunk_size = 500  # initial listings paginated, never one huge response
     settings.execution.max_workers = 4
     settings.batching.worker_limit = None
     settings.networking.error_backoffs = EndlessBackoffs()
@@ -133,12 +146,12 @@ async def _ensure_peering_object(settings: kopf.OperatorSettings) -> None:
     that kind together. Startup handlers run before Kopf's login, so this logs in by itself.
     """
     name = settings.peering.name
-    client = KubeClient(Credentials(_login(settings=settings)))
+    client = kube.KubeClient(RUNTIME.credentials or RUNTIME.login())
     body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
     try:
         await client.request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings", body=body)
         logger.info("created ClusterKopfPeering %s", name)
-    except ApiError as exc:
+    except kube.ApiError as exc:
         if exc.status != 409:  # 409: it exists already, the normal case
             raise
     finally:
@@ -159,10 +172,7 @@ def _reconciler(kwargs: dict[str, Any]) -> Reconciler:
         object_index = kwargs["object_index"]
         policy_index = kwargs["policy_index"]
 
-        def relogin() -> Credentials:
-            return Credentials(_login(**RUNTIME.login_kwargs))
-
-        client = KubeClient(Credentials(RUNTIME.connection), relogin=relogin)
+        client = kube.KubeClient(RUNTIME.credentials or RUNTIME.login(), relogin=RUNTIME.login)
         state = KopfIndexState(namespace_index, object_index, policy_index)
         RUNTIME.reconciler = Reconciler(client, state, RUNTIME.settings)
         RUNTIME.reconciler.start()

@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nsbaseline import canonical, exceptions, metrics, names
+from nsbaseline.assessment import Assessment, assess
 from nsbaseline.kube import ApiError, KubeClient
 from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo
 from nsbaseline.plan import Action, Plan, build_plan
 from nsbaseline.render import TemplateSet, render_policy
 from nsbaseline.selection import policies_for
-from nsbaseline.status import Outcome, policy_status
+from nsbaseline.status import policy_status
 
 logger = logging.getLogger("nsbaseline")
 
@@ -97,7 +98,7 @@ class Reconciler:
         self._ghosts: set[str] = set()
         self._relisted = asyncio.Event()
         self.applied_hashes: dict[tuple[str, str], str] = {}
-        self.outcomes: dict[str, dict[str, Outcome]] = {}  # namespace -> policy -> outcome
+        self.outcomes: dict[str, dict[str, Assessment]] = {}  # namespace -> policy -> outcome
         self._dirty_policies: set[str] = set()
         self._status_written: dict[str, dict[str, Any]] = {}
         self._seen_generations: dict[str, tuple[str, int]] = {}
@@ -394,9 +395,10 @@ class Reconciler:
     def _record(self, plan: Plan, selecting: list[PolicyInfo], failed: Mapping[str, str]) -> None:
         ns = plan.namespace
         previous = self.outcomes.get(ns, {})
-        current: dict[str, Outcome] = {}
+        current: dict[str, Assessment] = {}
+        now = exceptions.now()
         for policy in selecting:
-            current[policy.name] = self._outcome(plan, policy, failed)
+            current[policy.name] = assess(plan, policy, now, failed=failed, executed=True)
         for name in set(previous) | set(current):
             if previous.get(name) != current.get(name):
                 self._dirty_policies.add(name)
@@ -406,36 +408,8 @@ class Reconciler:
             self.outcomes.pop(ns, None)
         self._report(plan, current, failed)
 
-    def _outcome(self, plan: Plan, policy: PolicyInfo, failed: Mapping[str, str]) -> Outcome:
-        name = policy.name
-        errors = tuple((e.template, str(e)) for e in plan.errors if e.policy == name)
-        writes = plan.policy_writes(name)
-        write_errors = tuple(
-            (
-                a.piece,
-                # Same "template ... for namespace ..." lead as a RenderError, so the status and
-                # the Event name the template and namespace whichever step failed.
-                f"template {a.piece!r} for namespace {a.namespace!r}: API server refused "
-                f"{a.verb.lower()} of {a.namespace}/{a.name}: {failed[a.name]}",
-            )
-            for a in writes
-            if a.name in failed
-        )
-        conflicts = tuple(c.name for c in plan.conflicts if c.policy == name)
-        pending = tuple((a.name, a.verb) for a in plan.audit if a.policy == name)
-        managed = len(plan.selected.get(name, []))
-        if errors or write_errors:
-            return Outcome(
-                name, plan.namespace, "Failed", conflicts, errors + write_errors, pending, managed
-            )
-        if conflicts:
-            return Outcome(name, plan.namespace, "Conflict", conflicts, (), pending, managed)
-        if pending:
-            return Outcome(name, plan.namespace, "AuditPending", (), (), pending, managed)
-        return Outcome(name, plan.namespace, "Compliant", managed=managed)
-
     def _report(
-        self, plan: Plan, outcomes: Mapping[str, Outcome], failed: Mapping[str, str]
+        self, plan: Plan, outcomes: Mapping[str, Assessment], failed: Mapping[str, str]
     ) -> None:
         ns = plan.namespace
         created = [
@@ -584,7 +558,7 @@ class Reconciler:
         would never be restored. An object older than the listing and absent from it is gone;
         uids are never reused, so hiding it for good is safe.
         """
-        items, version = await self.client.list_network_policies_at()
+        items, version = await self.client.list_network_policies()
         alive = {str(i.get("metadata", {}).get("uid")) for i in items}
         found = 0
         for ns in list(self.state.namespace_names()):

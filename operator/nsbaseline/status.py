@@ -10,23 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-State = Literal["Compliant", "Pending", "Conflict", "Failed", "AuditPending"]
+from nsbaseline.assessment import Assessment
+
 MAX_ENTRIES = 50
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one policy stands in one namespace after a reconcile."""
-
-    policy: str
-    namespace: str
-    state: State
-    conflicts: tuple[str, ...] = ()
-    errors: tuple[tuple[str, str], ...] = ()  # (template, message)
-    pending: tuple[tuple[str, str], ...] = ()  # (name, verb) in Audit mode
-    managed: int = 0
 
 
 @dataclass
@@ -40,15 +28,15 @@ class Summary:
     pending: list[dict[str, str]] = field(default_factory=list)
 
 
-def summarise(outcomes: Iterable[Outcome]) -> Summary:
+def summarise(outcomes: Iterable[Assessment]) -> Summary:
     summary = Summary()
     for o in sorted(outcomes, key=lambda o: o.namespace):
         summary.matched += 1
-        if o.state == "Compliant":
+        if o.satisfied:
             summary.compliant += 1
-        elif o.state == "Conflict":
+        elif o.state == "conflict":
             summary.conflicting += 1
-        elif o.state == "Failed":
+        elif o.state == "error":
             summary.failed += 1
         summary.conflicts.extend({"namespace": o.namespace, "name": n} for n in o.conflicts)
         summary.errors.extend(
@@ -85,7 +73,7 @@ def _condition(
 def policy_status(
     generation: int,
     audit: bool,
-    outcomes: Iterable[Outcome],
+    outcomes: Iterable[Assessment],
     previous: Mapping[str, Any],
     now: str,
 ) -> dict[str, Any]:

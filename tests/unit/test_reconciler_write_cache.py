@@ -63,7 +63,7 @@ class FakeClient:
     async def delete(self, namespace: str, name: str, uid: str | None) -> bool:
         return True
 
-    async def list_network_policies_at(self) -> tuple[list[dict[str, Any]], str]:
+    async def list_network_policies(self) -> tuple[list[dict[str, Any]], str]:
         return self.listing, self.version
 
 

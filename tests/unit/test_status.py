@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nsbaseline.status import MAX_ENTRIES, Outcome, policy_status
+from nsbaseline.assessment import Assessment
+from nsbaseline.status import MAX_ENTRIES, policy_status
 
 T1 = "2030-01-01T00:00:00Z"
 T2 = "2030-01-01T00:05:00Z"
@@ -14,8 +15,8 @@ def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in status["conditions"]}
 
 
-def compliant(ns: str) -> Outcome:
-    return Outcome("base", ns, "Compliant", managed=2)
+def compliant(ns: str) -> Assessment:
+    return Assessment("base", ns, "compliant", "", managed=2)
 
 
 def test_all_compliant_is_ready_and_not_degraded() -> None:
@@ -37,7 +38,9 @@ def test_no_selected_namespace_is_ready() -> None:
 
 
 def test_pending_writes_are_progressing_not_degraded() -> None:
-    status = policy_status(1, False, [compliant("a"), Outcome("base", "b", "Pending")], {}, T1)
+    status = policy_status(
+        1, False, [compliant("a"), Assessment("base", "b", "drifted", "")], {}, T1
+    )
     ready, degraded = conditions(status)["Ready"], conditions(status)["Degraded"]
     assert (ready["status"], ready["reason"]) == ("False", "Progressing")
     assert ready["message"] == "1 of 2 namespace(s) compliant."
@@ -45,10 +48,11 @@ def test_pending_writes_are_progressing_not_degraded() -> None:
 
 
 def test_template_error_degrades_with_template_and_namespace_in_the_message() -> None:
-    failed = Outcome(
+    failed = Assessment(
         "base",
         "team-b",
-        "Failed",
+        "error",
+        "",
         errors=(("allow-dns", "template 'allow-dns' for namespace 'team-b': undefined"),),
     )
     status = policy_status(1, False, [compliant("a"), failed], {}, T1)
@@ -67,7 +71,9 @@ def test_template_error_degrades_with_template_and_namespace_in_the_message() ->
 
 
 def test_conflict_degrades_and_names_the_foreign_object() -> None:
-    clash = Outcome("base", "team-c", "Conflict", conflicts=("nsbaseline-base-default-deny",))
+    clash = Assessment(
+        "base", "team-c", "conflict", "", conflicts=("nsbaseline-base-default-deny",)
+    )
     status = policy_status(1, False, [clash], {}, T1)
     degraded = conditions(status)["Degraded"]
     assert (degraded["status"], degraded["reason"]) == ("True", "Conflict")
@@ -78,8 +84,8 @@ def test_conflict_degrades_and_names_the_foreign_object() -> None:
 
 def test_errors_take_precedence_over_conflicts_in_the_reason() -> None:
     outcomes = [
-        Outcome("base", "a", "Conflict", conflicts=("x",)),
-        Outcome("base", "b", "Failed", errors=(("t", "boom"),)),
+        Assessment("base", "a", "conflict", "", conflicts=("x",)),
+        Assessment("base", "b", "error", "", errors=(("t", "boom"),)),
     ]
     degraded = conditions(policy_status(1, False, outcomes, {}, T1))["Degraded"]
     assert degraded["reason"] == "TemplateError"
@@ -99,23 +105,24 @@ def test_last_transition_time_is_kept_while_status_does_not_flip() -> None:
 def test_last_transition_time_moves_when_status_flips() -> None:
     first = policy_status(1, False, [compliant("a")], {}, T1)
     broken = policy_status(
-        1, False, [Outcome("base", "a", "Failed", errors=(("t", "m"),))], first, T2
+        1, False, [Assessment("base", "a", "error", "", errors=(("t", "m"),))], first, T2
     )
     assert conditions(broken)["Ready"]["lastTransitionTime"] == T2
     assert conditions(broken)["Degraded"]["lastTransitionTime"] == T2
 
 
 def test_unchanged_situation_gives_an_identical_status() -> None:
-    outcomes = [compliant("b"), Outcome("base", "a", "Conflict", conflicts=("n",))]
+    outcomes = [compliant("b"), Assessment("base", "a", "conflict", "", conflicts=("n",))]
     first = policy_status(4, False, outcomes, {}, T1)
     assert policy_status(4, False, list(reversed(outcomes)), first, T2) == first
 
 
 def test_audit_mode_reports_pending_changes_and_is_not_ready() -> None:
-    pending = Outcome(
+    pending = Assessment(
         "base",
         "a",
-        "AuditPending",
+        "audit-pending",
+        "",
         pending=(("nsbaseline-base-allow-dns", "Create"), ("nsbaseline-base-old", "Delete")),
     )
     status = policy_status(1, True, [pending, compliant("b")], {}, T1)
@@ -137,7 +144,9 @@ def test_audit_mode_with_nothing_to_change_is_ready() -> None:
 
 def test_entry_lists_are_capped_but_counts_are_not() -> None:
     outcomes = [
-        Outcome("base", f"ns-{i:03}", "Conflict", conflicts=("nsbaseline-base-default-deny",))
+        Assessment(
+            "base", f"ns-{i:03}", "conflict", "", conflicts=("nsbaseline-base-default-deny",)
+        )
         for i in range(MAX_ENTRIES + 10)
     ]
     status = policy_status(1, False, outcomes, {}, T1)

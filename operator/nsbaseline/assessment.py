@@ -1,0 +1,164 @@
+"""How one namespace stands with each BaselinePolicy: one vocabulary, one function. Pure.
+
+The operator's status (after it has written what the plan asked for) and ``nsbaseline status``
+(which writes nothing) both ask the same question of the same plan, so they cannot disagree:
+
+- ``compliant``: every piece in place;
+- ``exception``: in place, except pieces a time-boxed exception holds back;
+- ``drifted``: writes are needed (a piece missing, changed, or left over) — the operator repairs
+  this at once, so only a reader that does not write (the CLI) sees it for long;
+- ``conflict``: a NetworkPolicy that is not ours holds one of the policy's names;
+- ``error``: a template failed, or the API server refused a write;
+- ``audit-pending``: an Audit-mode policy would change something;
+- ``excluded``: the selector matches but ``excludedNamespaces`` lists the namespace.
+
+The plan must cover the whole namespace (every policy that selects it), as the operator's does:
+planning one policy against all managed objects of a namespace would count another policy's
+objects as leftovers.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from nsbaseline import exceptions
+from nsbaseline.model import NamespaceInfo, PolicyInfo
+from nsbaseline.plan import Action, Plan
+from nsbaseline.selection import policy_selects, selector_matches
+
+State = Literal[
+    "compliant", "exception", "drifted", "conflict", "error", "audit-pending", "excluded"
+]
+#: States in which the namespace holds what the policy asks (Ready counts these).
+SATISFIED: frozenset[str] = frozenset({"compliant", "exception"})
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """One policy in one namespace."""
+
+    policy: str
+    namespace: str
+    state: State
+    detail: str
+    conflicts: tuple[str, ...] = ()
+    #: (template or piece, message)
+    errors: tuple[tuple[str, str], ...] = ()
+    #: (object name, verb): Audit mode's would-be writes, or drift not yet repaired.
+    pending: tuple[tuple[str, str], ...] = ()
+    #: How many NetworkPolicies the policy keeps in this namespace.
+    managed: int = 0
+
+    @property
+    def satisfied(self) -> bool:
+        return self.state in SATISFIED
+
+
+def _verbs(actions: Iterable[Action]) -> str:
+    return ", ".join(f"{a.verb.lower()} {a.name}" for a in actions)
+
+
+def assess(
+    plan: Plan,
+    policy: PolicyInfo,
+    now: datetime.datetime,
+    *,
+    failed: Mapping[str, str] | None = None,
+    executed: bool = False,
+) -> Assessment:
+    """How ``policy`` stands in the plan's namespace.
+
+    ``executed``: the plan's writes have been sent, and ``failed`` maps the object names whose
+    write failed to the reason; successful writes then count as in place.
+    """
+    failed = failed or {}
+    name, ns = policy.name, plan.namespace
+    writes = plan.policy_writes(name)
+    render_errors = tuple((e.template, str(e)) for e in plan.errors if e.policy == name)
+    write_errors = tuple(
+        (
+            a.piece,
+            f"template {a.piece!r} for namespace {ns!r}: API server refused "
+            f"{a.verb.lower()} of {ns}/{a.name}: {failed[a.name]}",
+        )
+        for a in writes
+        if a.name in failed
+    )
+    errors = render_errors + write_errors
+    conflicts = tuple(c.name for c in plan.conflicts if c.policy == name)
+    audit = [a for a in plan.audit if a.policy == name]
+    remaining = [] if executed else writes
+    managed = len(plan.selected.get(name, []))
+
+    def result(state: State, detail: str) -> Assessment:
+        pending = tuple((a.name, a.verb) for a in (audit or remaining))
+        return Assessment(name, ns, state, detail, conflicts, errors, pending, managed)
+
+    if errors:
+        return result("error", errors[0][1])
+    if conflicts:
+        return result("conflict", ", ".join(conflicts) + " not managed by nsbaseline")
+    if audit:
+        return result("audit-pending", "would " + _verbs(audit))
+    if remaining:
+        return result("drifted", _verbs(remaining))
+    held = [
+        f"{', '.join(e.pieces)} held back until {e.expires_at_text} ({e.reason})"
+        for e in exceptions.parse(policy.spec)
+        if e.namespace == ns and e.active(now)
+    ]
+    in_place = f"{managed} NetworkPolicies in place"
+    if held:
+        return result("exception", in_place + "; exception: " + "; ".join(held))
+    return result("compliant", in_place)
+
+
+def excluded(policy: PolicyInfo, namespace: NamespaceInfo) -> bool:
+    """Whether the policy's selector matches ``namespace`` but it is listed as excluded."""
+    return (
+        not namespace.terminating
+        and namespace.name in policy.excluded_namespaces
+        and selector_matches(policy.namespace_selector, namespace.labels)
+    )
+
+
+def assess_namespace(
+    namespace: NamespaceInfo,
+    policies: Sequence[PolicyInfo],
+    plan: Plan,
+    now: datetime.datetime,
+) -> list[Assessment]:
+    """Every policy with something to say about ``namespace``, sorted by policy name.
+
+    Selecting policies are assessed; excluded ones are listed as such; a policy that no longer
+    selects the namespace but still has objects there shows as drifted (they are to be removed).
+    """
+    rows: list[Assessment] = []
+    for policy in sorted(policies, key=lambda p: p.name):
+        if policy_selects(policy, namespace):
+            rows.append(assess(plan, policy, now))
+        elif plan.policy_writes(policy.name) or any(a.policy == policy.name for a in plan.audit):
+            row = assess(plan, policy, now)
+            rows.append(
+                Assessment(
+                    row.policy,
+                    row.namespace,
+                    row.state,
+                    "no longer selected: " + row.detail,
+                    row.conflicts,
+                    row.errors,
+                    row.pending,
+                    0,
+                )
+            )
+        elif excluded(policy, namespace):
+            rows.append(
+                Assessment(policy.name, namespace.name, "excluded", "listed in excludedNamespaces")
+            )
+    return rows
+
+
+__all__ = ["SATISFIED", "Assessment", "State", "assess", "assess_namespace", "excluded"]

@@ -1,0 +1,84 @@
+"""``nsbaseline status``: how every namespace stands with every BaselinePolicy, from the cluster.
+
+Reads (paginated LISTs, no writes) and asks :func:`nsbaseline.assessment.assess_namespace` — the
+same function the operator's status uses — with a plan over the whole namespace, so several
+policies on one namespace are judged each on its own objects.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from nsbaseline import kube
+from nsbaseline.assessment import Assessment, assess_namespace
+from nsbaseline.cli.common import cluster_options, table, templates_dir_option, with_cluster
+from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo, is_candidate
+from nsbaseline.plan import build_plan
+from nsbaseline.render import TemplateSet, render_policy
+from nsbaseline.selection import policies_for
+
+
+async def _read(client: kube.KubeClient) -> tuple[list[PolicyInfo], list[Any], list[Any]]:
+    policies = [PolicyInfo.from_body(b) for b in await client.list_policies()]
+    namespaces = await client.list_namespaces()
+    objects, _ = await client.list_network_policies()
+    return policies, namespaces, objects
+
+
+def assessments(
+    policies: list[PolicyInfo],
+    namespace_bodies: list[Any],
+    object_bodies: list[Any],
+    templates: TemplateSet,
+    now: datetime.datetime,
+) -> list[Assessment]:
+    """Every (policy, namespace) worth a row, from raw cluster listings. Pure."""
+    by_namespace: dict[str, list[ManagedObject]] = {}
+    for body in object_bodies:
+        if is_candidate(body):
+            obj = ManagedObject.from_body(body)
+            by_namespace.setdefault(obj.namespace, []).append(obj)
+    index = {p.name: p for p in policies}
+    rows: list[Assessment] = []
+    for ns in sorted((NamespaceInfo.from_body(b) for b in namespace_bodies), key=lambda n: n.name):
+        selecting = policies_for(policies, ns)
+        renders = [render_policy(templates, ns, p, now) for p in selecting]
+        plan = build_plan(ns, renders, by_namespace.get(ns.name, []), index)
+        rows.extend(assess_namespace(ns, policies, plan, now))
+    return sorted(rows, key=lambda r: (r.policy, r.namespace))
+
+
+@click.command()
+@click.option(
+    "-o", "--output", type=click.Choice(["table", "yaml"]), default="table", show_default=True
+)
+@templates_dir_option("The operator's extra templates, to judge what it would render.")
+@cluster_options
+def status(
+    output: str, templates_dir: Path | None, kubeconfig: str | None, context: str | None
+) -> None:
+    """Per policy and namespace: compliant, exception, drifted, conflict, error, audit-pending
+    or excluded."""
+    policies, namespaces, objects = with_cluster(kubeconfig, context, _read)
+    now = datetime.datetime.now(datetime.UTC)
+    rows = assessments(policies, namespaces, objects, TemplateSet(templates_dir), now)
+    data = [
+        {"policy": r.policy, "namespace": r.namespace, "state": r.state, "detail": r.detail}
+        for r in rows
+    ]
+    if output == "yaml":
+        click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
+        return
+    if not policies:
+        click.echo("No BaselinePolicies found.")
+        return
+    headers = ["POLICY", "NAMESPACE", "STATE", "DETAIL"]
+    click.echo(table(headers, [list(d.values()) for d in data]), nl=False)
+
+
+__all__ = ["assessments", "status"]

@@ -1,0 +1,306 @@
+"""The only code that talks to the Kubernetes API (besides Kopf's own watches).
+
+A small async client on the credentials of :mod:`nsbaseline.kube.login`: creates with POST,
+server-side apply under our field manager, deletes with a UID precondition (never a same-named
+object that replaced ours), status merge patches, core/v1 Events, and LISTs that are always
+paginated. One pooled session, so a burst of writes reuses connections.
+
+API hygiene lives here once: 429 and 5xx answers are retried after the server's ``Retry-After``
+(or a short backoff), lost connections are retried, and a 401 logs in again once (rotated
+tokens, an expired exec credential) before giving up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import aiohttp
+
+from nsbaseline import names
+from nsbaseline.kube.errors import ApiError, UnreachableError
+from nsbaseline.kube.login import Credentials
+
+logger = logging.getLogger(__name__)
+
+NP_PATH = "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies"
+POLICY_PATH = f"/apis/{names.GROUP}/{names.VERSION}/{names.PLURAL}"
+PAGE_SIZE = 500
+#: Attempts for a request answered 429/5xx or cut off; the last failure is raised.
+ATTEMPTS = 6
+#: Never wait longer than this for one retry, whatever Retry-After says.
+MAX_RETRY_AFTER = 30.0
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(5.0, 0.2 * 2**attempt))
+
+
+class KubeClient:
+    """Async API client over one pooled session."""
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        relogin: Callable[[], Credentials] | None = None,
+        max_connections: int = 64,
+        attempts: int = ATTEMPTS,
+    ) -> None:
+        self.credentials = credentials
+        self._relogin = relogin if relogin is not None else credentials.reload
+        self._max_connections = max_connections
+        self._attempts = attempts
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def server(self) -> str:
+        return self.credentials.server
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = self.credentials.session(limit=self._max_connections, timeout=60)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _login_again(self) -> None:
+        if self._relogin is None:
+            return
+        fresh = await asyncio.to_thread(self._relogin)
+        await self.close()
+        self.credentials = fresh
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        """One API call; JSON in and out. Raises :class:`ApiError` or :class:`UnreachableError`."""
+        url = path + ("?" + urllib.parse.urlencode(params) if params else "")
+        data = json.dumps(body) if body is not None else None
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = content_type
+        relogged = False
+        attempt = 0
+        while True:
+            attempt += 1
+            if self.credentials.expired():
+                await self._login_again()
+            session = self._get_session()
+            try:
+                async with session.request(
+                    method, self.credentials.server + url, data=data, headers=headers
+                ) as resp:
+                    text = await resp.text()
+                    retry_after = _retry_after(resp.headers.get("Retry-After"))
+                    status = resp.status
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                if attempt >= self._attempts:
+                    raise UnreachableError(
+                        f"cannot reach the API server at {self.credentials.server}: "
+                        f"{_describe_connection_error(exc)}"
+                    ) from exc
+                await asyncio.sleep(_backoff(attempt))
+                continue
+            if status < 400:
+                return json.loads(text) if text else None
+            error = ApiError.from_response(
+                status, text, method=method, path=path, retry_after=retry_after
+            )
+            if status == 401 and not relogged:
+                relogged = True  # rotated token or expired credential: log in again, once
+                if self._relogin is not None:
+                    await self._login_again()
+                else:
+                    await self.credentials.token.renew(force=True)
+                continue
+            if error.retriable and attempt < self._attempts:
+                delay = retry_after if retry_after is not None else _backoff(attempt)
+                await asyncio.sleep(min(delay, MAX_RETRY_AFTER))
+                continue
+            raise error
+
+    async def pages(
+        self, path: str, params: Mapping[str, str] | None = None, limit: int = PAGE_SIZE
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+        """A LIST, page by page (``limit``/``continue``): never the whole collection at once.
+
+        Yields each page's items with the resourceVersion the listing is consistent at.
+        """
+        query = {**(params or {}), "limit": str(limit)}
+        while True:
+            result = await self.request("GET", path, params=query)
+            meta = result.get("metadata") or {}
+            yield result.get("items") or [], str(meta.get("resourceVersion", ""))
+            token = meta.get("continue")
+            if not token:
+                return
+            query["continue"] = token
+
+    async def list_all(
+        self, path: str, params: Mapping[str, str] | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every item of a LIST (paginated) and the resourceVersion it is consistent at."""
+        items: list[dict[str, Any]] = []
+        consistent_at = ""
+        async for page, page_version in self.pages(path, params):
+            items.extend(page)
+            consistent_at = page_version
+        return items, consistent_at
+
+    # ----- NetworkPolicies ------------------------------------------------------------------
+    async def apply(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply ``body`` as field manager ``nsbaseline`` (force: we own our fields)."""
+        meta = body["metadata"]
+        path = NP_PATH.format(namespace=meta["namespace"]) + "/" + meta["name"]
+        result: dict[str, Any] = await self.request(
+            "PATCH",
+            path,
+            params={"fieldManager": names.FIELD_MANAGER, "force": "true"},
+            body=body,
+            content_type="application/apply-patch+yaml",
+        )
+        return result
+
+    async def replace_spec(
+        self, namespace: str, name: str, spec: Mapping[str, Any], resource_version: str
+    ) -> dict[str, Any]:
+        """Overwrite the whole spec; for fields another manager added that apply cannot drop.
+
+        The ``test`` of resourceVersion makes it fail rather than clobber a concurrent change.
+        """
+        path = NP_PATH.format(namespace=namespace) + "/" + name
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "replace", "path": "/spec", "value": spec},
+        ]
+        result: dict[str, Any] = await self.request(
+            "PATCH",
+            path,
+            params={"fieldManager": names.FIELD_MANAGER},
+            body=patch,
+            content_type="application/json-patch+json",
+        )
+        return result
+
+    async def delete(self, namespace: str, name: str, uid: str | None) -> bool:
+        """Delete only the object with ``uid``; ``False`` if it is already gone."""
+        path = NP_PATH.format(namespace=namespace) + "/" + name
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            await self.request("DELETE", path, body=body)
+        except ApiError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True
+
+    async def list_network_policies(
+        self, label_selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every NetworkPolicy (optionally label-selected), and the listing's resourceVersion."""
+        params = {"labelSelector": label_selector} if label_selector else None
+        return await self.list_all("/apis/networking.k8s.io/v1/networkpolicies", params)
+
+    # ----- BaselinePolicies, Namespaces, Pods -----------------------------------------------
+    async def list_policies(self) -> list[dict[str, Any]]:
+        return (await self.list_all(POLICY_PATH))[0]
+
+    async def list_namespaces(self) -> list[dict[str, Any]]:
+        return (await self.list_all("/api/v1/namespaces"))[0]
+
+    async def list_pods(self) -> list[dict[str, Any]]:
+        return (await self.list_all("/api/v1/pods"))[0]
+
+    async def patch_policy_status(self, name: str, status: Mapping[str, Any]) -> None:
+        """Replace the status lists and counters (merge patch; only called on real change)."""
+        await self.request(
+            "PATCH",
+            f"{POLICY_PATH}/{name}/status",
+            params={"fieldManager": names.FIELD_MANAGER},
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    # ----- Events ---------------------------------------------------------------------------
+    async def post_event(
+        self,
+        involved: Mapping[str, Any],
+        *,
+        reason: str,
+        message: str,
+        type_: str = "Normal",
+    ) -> None:
+        namespace = involved.get("namespace") or self.credentials.default_namespace
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "generateName": f"{involved.get('name', 'nsbaseline')}.",
+                "namespace": namespace,
+            },
+            "involvedObject": dict(involved),
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": "nsbaseline"},
+            "reportingComponent": "nsbaseline",
+            "reportingInstance": "nsbaseline",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self.request("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
+
+    async def check_access(self) -> None:
+        """Fail early, with the API server's own answer, when the basics cannot be read.
+
+        One small paginated GET per resource the operator lists: the CRD must be installed and
+        the credentials must allow listing. Raises :class:`ApiError`/:class:`UnreachableError`.
+        """
+        for path in (
+            POLICY_PATH,
+            "/api/v1/namespaces",
+            "/apis/networking.k8s.io/v1/networkpolicies",
+        ):
+            await self.request("GET", path, params={"limit": "1"})
+
+
+def _describe_connection_error(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return f"the proxy refused or failed: {exc}"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate problem: {exc.certificate_error}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return str(exc.os_error) or str(exc)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+__all__ = ["PAGE_SIZE", "KubeClient"]
