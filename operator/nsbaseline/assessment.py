@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from nsbaseline import exceptions
 from nsbaseline.model import NamespaceInfo, PolicyInfo
@@ -32,6 +32,17 @@ from nsbaseline.selection import policy_selects, selector_matches
 State = Literal[
     "compliant", "exception", "drifted", "conflict", "error", "audit-pending", "excluded"
 ]
+
+
+class Failure(NamedTuple):
+    """Why a piece is not in place: its template failed, or the API server refused its write."""
+
+    kind: Literal["template", "write"]
+    #: The template (or piece) concerned.
+    source: str
+    message: str
+
+
 #: States in which the namespace holds what the policy asks (Ready counts these).
 SATISFIED: frozenset[str] = frozenset({"compliant", "exception"})
 
@@ -45,8 +56,7 @@ class Assessment:
     state: State
     detail: str
     conflicts: tuple[str, ...] = ()
-    #: (template or piece, message)
-    errors: tuple[tuple[str, str], ...] = ()
+    errors: tuple[Failure, ...] = ()
     #: (object name, verb): Audit mode's would-be writes, or drift not yet repaired.
     pending: tuple[tuple[str, str], ...] = ()
     #: How many NetworkPolicies the policy keeps in this namespace.
@@ -77,9 +87,12 @@ def assess(
     failed = failed or {}
     name, ns = policy.name, plan.namespace
     writes = plan.policy_writes(name)
-    render_errors = tuple((e.template, str(e)) for e in plan.errors if e.policy == name)
+    render_errors = tuple(
+        Failure("template", e.template, str(e)) for e in plan.errors if e.policy == name
+    )
     write_errors = tuple(
-        (
+        Failure(
+            "write",
             a.piece,
             f"template {a.piece!r} for namespace {ns!r}: API server refused "
             f"{a.verb.lower()} of {ns}/{a.name}: {failed[a.name]}",
@@ -98,7 +111,7 @@ def assess(
         return Assessment(name, ns, state, detail, conflicts, errors, pending, managed)
 
     if errors:
-        return result("error", errors[0][1])
+        return result("error", errors[0].message)
     if conflicts:
         return result("conflict", ", ".join(conflicts) + " not managed by nsbaseline")
     if audit:
@@ -161,4 +174,4 @@ def assess_namespace(
     return rows
 
 
-__all__ = ["SATISFIED", "Assessment", "State", "assess", "assess_namespace", "excluded"]
+__all__ = ["SATISFIED", "Assessment", "Failure", "State", "assess", "assess_namespace", "excluded"]

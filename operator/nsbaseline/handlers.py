@@ -1,10 +1,15 @@
-"""Kopf wiring: watches feed in-memory indexes; every event only enqueues namespaces.
+"""Kopf wiring: Namespaces and BaselinePolicies through Kopf; our NetworkPolicies through our watch.
 
-Only ``@kopf.index`` and ``@kopf.on.event`` are used. Neither stores progress on the watched
-objects nor posts Kopf's own Events, so the operator never writes to Namespaces, never to a
-NetworkPolicy it merely reads, and never to a BaselinePolicy except its status. Kopf runs event
-handlers only after every index has finished its initial listing, so the first reconcile already
-sees the whole cluster: a restart finds everything in place and writes nothing.
+Only ``@kopf.index`` and ``@kopf.on.event`` are used for resources. Neither stores progress on the
+watched objects nor posts Kopf's own Events, so the operator never writes to Namespaces and never
+to a BaselinePolicy except its status. Kopf runs event handlers only after every index has
+finished its initial listing, so the first reconcile already sees the whole cluster: a restart
+finds everything in place and writes nothing.
+
+NetworkPolicies are not Kopf's: a label-selected watch of our own objects feeds a compact mirror
+(:mod:`nsbaseline.reconcile.objects`) — per-event processing in Kopf cost more than everything
+else the operator does per object, and its per-object memory grew with every NetworkPolicy in
+the cluster.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -19,13 +25,20 @@ from typing import Any, cast
 import kopf
 
 from nsbaseline import kopfpatch, kube, names
-from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo, is_candidate
-from nsbaseline.reconciler import Reconciler, Settings
+from nsbaseline.kube import watch
+from nsbaseline.model import NamespaceInfo, PolicyInfo
+from nsbaseline.reconcile.gate import ActiveGate
+from nsbaseline.reconcile.reconciler import Reconciler, Settings
 
 logger = logging.getLogger("nsbaseline")
 
 # Kopf's start-up with indexes is O(objects^2) without it (see kopfpatch); patch on import.
 kopfpatch.apply()
+
+NETWORK_POLICIES = "/apis/networking.k8s.io/v1/networkpolicies"
+PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
+#: After becoming active, how long to wait for Kopf's fresh listing before trusting its indexes.
+RESUME_SETTLE = 10.0
 
 
 @dataclass
@@ -38,6 +51,11 @@ class Runtime:
     kubeconfig: str | None = None
     context: str | None = None
     credentials: kube.Credentials | None = None
+    #: Peering: the shared object's name (None: standalone), our identity and priority.
+    peering: str | None = None
+    identity: str = ""
+    priority: int = 0
+    last_listing: float = 0.0
 
     def login(self) -> kube.Credentials:
         """Load credentials afresh (at start, and whenever Kopf or our client saw a 401)."""
@@ -49,11 +67,12 @@ RUNTIME = Runtime()
 
 
 class KopfIndexState:
-    """:class:`reconciler.StateView` over Kopf's in-memory indexes."""
+    """:class:`~nsbaseline.reconcile.reconciler.ClusterView` over Kopf's in-memory indexes."""
 
-    def __init__(self, namespaces: Any, objects: Any, policies: Any) -> None:
+    def __init__(
+        self, namespaces: kopf.Index[str, NamespaceInfo], policies: kopf.Index[str, PolicyInfo]
+    ) -> None:
         self._namespaces = namespaces
-        self._objects = objects
         self._policies = policies
 
     def namespace(self, name: str) -> NamespaceInfo | None:
@@ -62,10 +81,6 @@ class KopfIndexState:
 
     def namespace_names(self) -> Iterable[str]:
         return list(self._namespaces.keys())
-
-    def objects_in(self, namespace: str) -> list[ManagedObject]:
-        store = self._objects.get(namespace)
-        return list(store) if store is not None else []
 
     def policies(self) -> dict[str, PolicyInfo]:
         return {name: next(iter(store)) for name, store in self._policies.items() if store}
@@ -107,9 +122,8 @@ class EventOnlyDiffBase(kopf.DiffBaseStorage):
     """No diff-base at all: this operator has only index and event handlers.
 
     Kopf builds a deep copy of every watched body on every event to diff it against the last
-    handled state — work only change-detecting handlers (create/update/resume) use. Profiles of a
-    1000-namespace rollout put it among Kopf's largest per-event costs. Adding such a handler
-    later requires removing this storage.
+    handled state — work only change-detecting handlers (create/update/resume) use. Adding such
+    a handler later requires removing this storage.
     """
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
@@ -122,9 +136,8 @@ class EventOnlyDiffBase(kopf.DiffBaseStorage):
         return None
 
 
-@kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
-    """Kopf settings that keep the operator write-free on objects it only reads."""
+def _tune(settings: kopf.OperatorSettings) -> None:
+    """Kopf settings that keep the operator write-free on objects it only reads, and lean."""
     settings.posting.enabled = False  # we post our own, meaningful Events
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -134,49 +147,67 @@ async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     settings.batching.worker_limit = None
     settings.networking.error_backoffs = EndlessBackoffs()
     settings.persistence.diffbase_storage = EventOnlyDiffBase()
-    if settings.peering.mandatory and settings.peering.clusterwide:
-        await _ensure_peering_object(settings)
 
 
-async def _ensure_peering_object(settings: kopf.OperatorSettings) -> None:
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+    """Tune Kopf, then start our side: the NetworkPolicy watch, the peering gate, the workers.
+
+    Kopf hands every handler its indexes as keyword arguments named after the index functions.
+    """
+    _tune(settings)
+    namespace_index: kopf.Index[str, NamespaceInfo] = kwargs["namespace_index"]
+    policy_index: kopf.Index[str, PolicyInfo] = kwargs["policy_index"]
+    client = kube.KubeClient(RUNTIME.credentials or RUNTIME.login(), relogin=RUNTIME.login)
+    if RUNTIME.peering is not None:
+        await _ensure_peering_object(client, RUNTIME.peering)
+
+    def activated(active: bool) -> None:
+        reconciler = RUNTIME.reconciler
+        if active and reconciler is not None:
+            # Kopf relists Namespaces and BaselinePolicies when it resumes; wait for that.
+            if time.monotonic() - RUNTIME.last_listing > 3.0:
+                reconciler.cluster_ready.clear()
+                asyncio.get_running_loop().call_later(RESUME_SETTLE, reconciler.cluster_ready.set)
+            reconciler.enqueue_all()
+
+    gate = ActiveGate(RUNTIME.peering, RUNTIME.identity, RUNTIME.priority, activated)
+    state = KopfIndexState(namespace_index, policy_index)
+    reconciler = Reconciler(client, state, RUNTIME.settings, gate=gate)
+    RUNTIME.reconciler = reconciler
+    selector = {"labelSelector": f"{names.MANAGED_BY_LABEL}={names.MANAGED_BY_VALUE}"}
+
+    async def watches() -> None:
+        tasks = [watch.run(client, NETWORK_POLICIES, reconciler.objects, selector)]
+        if RUNTIME.peering is not None:
+            by_name = {"fieldSelector": f"metadata.name={RUNTIME.peering}"}
+            tasks.append(watch.run(client, PEERINGS, gate, by_name))
+        await asyncio.gather(*tasks)
+
+    reconciler.start(watches)
+
+
+async def _ensure_peering_object(client: kube.KubeClient, name: str) -> None:
     """Create the ClusterKopfPeering the replicas share when it is missing.
 
     Kopf never creates it, and a replica in mandatory peering mode stays paused without it. The
     install cannot carry it either: one ``kubectl apply -k`` cannot create a CRD and an object of
-    that kind together. Startup handlers run before Kopf's login, so this logs in by itself.
+    that kind together.
     """
-    name = settings.peering.name
-    client = kube.KubeClient(RUNTIME.credentials or RUNTIME.login())
     body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
     try:
-        await client.request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings", body=body)
+        await client.request("POST", PEERINGS, body=body)
         logger.info("created ClusterKopfPeering %s", name)
     except kube.ApiError as exc:
         if exc.status != 409:  # 409: it exists already, the normal case
             raise
-    finally:
-        await client.close()
 
 
 @kopf.on.cleanup()
 async def shutdown(**_: Any) -> None:
-    if RUNTIME.reconciler is not None:
-        await RUNTIME.reconciler.stop()
-        RUNTIME.reconciler = None
-
-
-def _reconciler(kwargs: dict[str, Any]) -> Reconciler:
-    """Create the reconciler on the first event: by then every index is fully populated."""
-    if RUNTIME.reconciler is None:
-        namespace_index = kwargs["namespace_index"]
-        object_index = kwargs["object_index"]
-        policy_index = kwargs["policy_index"]
-
-        client = kube.KubeClient(RUNTIME.credentials or RUNTIME.login(), relogin=RUNTIME.login)
-        state = KopfIndexState(namespace_index, object_index, policy_index)
-        RUNTIME.reconciler = Reconciler(client, state, RUNTIME.settings)
-        RUNTIME.reconciler.start()
-    return RUNTIME.reconciler
+    reconciler, RUNTIME.reconciler = RUNTIME.reconciler, None
+    if reconciler is not None:
+        await reconciler.stop()
 
 
 # ----- indexes ------------------------------------------------------------------------------
@@ -185,46 +216,27 @@ def namespace_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Namespace
     return {name: NamespaceInfo.from_body(body)}
 
 
-@kopf.index("networking.k8s.io", "v1", "networkpolicies", when=lambda body, **_: is_candidate(body))
-def object_index(
-    namespace: str | None, body: kopf.Body, **_: Any
-) -> dict[str | None, ManagedObject]:
-    return {namespace: ManagedObject.from_body(body)}
-
-
 @kopf.index(names.GROUP, names.VERSION, names.PLURAL)
 def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, PolicyInfo]:
     return {name: PolicyInfo.from_body(body)}
 
 
 # ----- triggers -----------------------------------------------------------------------------
-# Kopf passes each index as a keyword argument named after its function.
-
-
 @kopf.on.event("namespaces")
-async def namespace_event(name: str, **kwargs: Any) -> None:
-    _reconciler(kwargs).enqueue(name)
-
-
-@kopf.on.event(
-    "networking.k8s.io", "v1", "networkpolicies", when=lambda body, **_: is_candidate(body)
-)
-async def network_policy_event(
-    namespace: str | None, name: str, body: kopf.Body, type: str, **kwargs: Any
-) -> None:
-    reconciler = _reconciler(kwargs)
-    if type is None:  # Kopf's listing, not a change: a relist may have left deleted objects
-        reconciler.relisted()
-    if namespace is None:
+async def namespace_event(name: str, type: str | None, **_: Any) -> None:
+    reconciler = RUNTIME.reconciler
+    if reconciler is None:
         return
-    resource_version = str(body.metadata.get("resourceVersion", ""))
-    echo = reconciler.observed(namespace, name, resource_version, type == "DELETED")
-    if echo and type is not None:
-        return  # the echo of our own write: nothing new to reconcile
-    reconciler.enqueue(namespace)
+    if type is None:  # Kopf's (re)listing: its indexes are current from here on
+        RUNTIME.last_listing = time.monotonic()
+        reconciler.cluster_ready.set()
+    reconciler.enqueue(name)
 
 
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
-async def policy_event(name: str, body: kopf.Body, type: str, **kwargs: Any) -> None:
+async def policy_event(name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
+    reconciler = RUNTIME.reconciler
+    if reconciler is None:
+        return
     policy = None if type == "DELETED" else PolicyInfo.from_body(body)
-    _reconciler(kwargs).policy_changed(policy, name)
+    reconciler.policy_changed(policy, name)

@@ -81,62 +81,7 @@ class PolicyInfo:
         )
 
 
-@dataclass(frozen=True)
-class ManagedObject:
-    """A NetworkPolicy as seen in the cluster, reduced to what diffing needs."""
+# Observed NetworkPolicies live in their own module (kept small for memory); re-exported here.
+from nsbaseline.observed import ManagedObject, is_candidate  # noqa: E402
 
-    namespace: str
-    name: str
-    uid: str
-    resource_version: str
-    labels: Mapping[str, str]
-    annotations: Mapping[str, str]
-    owner_references: tuple[Mapping[str, Any], ...]
-    spec: Mapping[str, Any]
-
-    @property
-    def ours(self) -> bool:
-        """Whether nsbaseline created this object.
-
-        Our managed-by label says so; so does a controller ownerReference to a BaselinePolicy,
-        which survives a tenant stripping our labels (that edit is drift to repair, not a
-        hand-over of the object).
-        """
-        if self.labels.get(names.MANAGED_BY_LABEL) == names.MANAGED_BY_VALUE:
-            return True
-        return any(
-            str(ref.get("apiVersion", "")).startswith(names.GROUP + "/")
-            and ref.get("kind") == names.KIND
-            and ref.get("controller")
-            for ref in self.owner_references
-        )
-
-    @property
-    def policy(self) -> str | None:
-        return self.labels.get(names.POLICY_LABEL)
-
-    @property
-    def piece(self) -> str | None:
-        return self.labels.get(names.PIECE_LABEL)
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> ManagedObject:
-        meta = body.get("metadata", {})
-        return cls(
-            namespace=meta.get("namespace", ""),
-            name=meta["name"],
-            uid=meta.get("uid", ""),
-            resource_version=str(meta.get("resourceVersion", "")),
-            labels=dict(meta.get("labels") or {}),
-            annotations=dict(meta.get("annotations") or {}),
-            owner_references=tuple(meta.get("ownerReferences") or ()),
-            spec=dict(body.get("spec") or {}),
-        )
-
-
-def is_candidate(body: Mapping[str, Any]) -> bool:
-    """Whether a NetworkPolicy is worth indexing: ours, or holding a name we would use."""
-    meta = body.get("metadata", {})
-    if str(meta.get("name", "")).startswith(names.NAME_PREFIX):
-        return True
-    return ManagedObject.from_body(body).ours
+__all__ = ["ManagedObject", "NamespaceInfo", "PolicyInfo", "is_candidate"]

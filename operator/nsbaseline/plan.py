@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nsbaseline import canonical, names
-from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo
+from nsbaseline.model import NamespaceInfo, PolicyInfo
+from nsbaseline.observed import ManagedObject, spec_digest
 from nsbaseline.render import PolicyRender, RenderedObject
 
 HASH_ANNOTATION = names.ANNOTATION_PREFIX + "applied-hash"
@@ -97,12 +98,9 @@ def in_sync(desired: Mapping[str, Any], actual: ManagedObject) -> bool:
         if actual.annotations.get(key) != value:
             return False
     for ref in meta.get("ownerReferences") or []:
-        if not any(r.get("uid") == ref["uid"] for r in actual.owner_references):
+        if not any(r.uid == ref["uid"] for r in actual.owner_references):
             return False
-    try:
-        return bool(canonical.spec(actual.spec) == desired["spec"])
-    except (KeyError, TypeError, AttributeError, ValueError):
-        return False
+    return actual.spec_digest == spec_digest(desired["spec"])
 
 
 def owner_policy(obj: ManagedObject) -> str | None:
@@ -110,8 +108,8 @@ def owner_policy(obj: ManagedObject) -> str | None:
     if obj.policy:
         return obj.policy
     for ref in obj.owner_references:
-        if ref.get("kind") == names.KIND and ref.get("controller"):
-            return str(ref.get("name"))
+        if ref.kind == names.KIND and ref.controller:
+            return ref.name
     return None
 
 

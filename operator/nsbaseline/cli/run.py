@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import random
 import socket
 import urllib.parse
@@ -32,6 +33,12 @@ def _peering_priority(priority: int | None, standalone: bool) -> int | None:
     if priority is not None or standalone:
         return priority
     return random.randint(1, 2**31 - 1)
+
+
+def _identity() -> str:
+    """This replica's peering identity, as Kopf makes one: the pod's name when it is known."""
+    pod = os.environ.get("POD_ID") or os.environ.get("HOSTNAME") or socket.gethostname()
+    return f"{pod}/{os.getpid()}/{random.randint(0, 2**32):08x}"
 
 
 def _check_port_free(host: str, port: int, flag: str) -> None:
@@ -157,7 +164,7 @@ def run(
     import kopf
 
     from nsbaseline import handlers, metrics
-    from nsbaseline.reconciler import Settings
+    from nsbaseline.reconcile.reconciler import Settings
 
     if liveness:
         _check_port_free(*_health_address(liveness), "--health")
@@ -165,6 +172,11 @@ def run(
     handlers.RUNTIME.kubeconfig = kubeconfig
     handlers.RUNTIME.context = context
     handlers.RUNTIME.credentials = credentials
+    identity = _identity()
+    chosen_priority = _peering_priority(priority, standalone)
+    handlers.RUNTIME.peering = None if standalone else peering_name
+    handlers.RUNTIME.identity = identity
+    handlers.RUNTIME.priority = chosen_priority or 0
     handlers.RUNTIME.settings = Settings(
         workers=workers, sweep_interval=sweep_interval, templates_dir=templates_dir
     )
@@ -200,7 +212,8 @@ def run(
         clusterwide=True,
         standalone=standalone,
         peering_name=None if standalone else peering_name,
-        priority=_peering_priority(priority, standalone),
+        priority=chosen_priority,
+        identity=identity,  # type: ignore[arg-type]  # Kopf's Identity is a NewType of str
         liveness_endpoint=liveness or None,
     )
 

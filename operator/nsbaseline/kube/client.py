@@ -13,6 +13,7 @@ tokens, an expired exec credential) before giving up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import logging
@@ -142,6 +143,31 @@ class KubeClient:
                 continue
             raise error
 
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, path: str, params: Mapping[str, str], read_timeout: float
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """A long-lived GET (a watch) yielding its body line by line.
+
+        No retries here: the caller (a watch loop) decides to re-watch or list again.
+        """
+        if self.credentials.expired():
+            await self._login_again()
+        session = self._get_session()
+        url = self.credentials.server + path + "?" + urllib.parse.urlencode(params)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=read_timeout)
+        async with session.get(
+            url, headers={"Accept": "application/json"}, timeout=timeout
+        ) as resp:
+            if resp.status >= 400:
+                text = await resp.text()
+                if resp.status == 401 and self._relogin is not None:
+                    await self._login_again()
+                raise ApiError.from_response(
+                    resp.status, text, method="GET", path=path, retry_after=None
+                )
+            yield _lines(resp.content)
+
     async def pages(
         self, path: str, params: Mapping[str, str] | None = None, limit: int = PAGE_SIZE
     ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
@@ -171,6 +197,26 @@ class KubeClient:
         return items, consistent_at
 
     # ----- NetworkPolicies ------------------------------------------------------------------
+    async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a new NetworkPolicy (409 AlreadyExists when the name is taken)."""
+        path = NP_PATH.format(namespace=body["metadata"]["namespace"])
+        result: dict[str, Any] = await self.request(
+            "POST", path, params={"fieldManager": names.FIELD_MANAGER}, body=body
+        )
+        return result
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One NetworkPolicy, or None when there is none by that name."""
+        try:
+            result: dict[str, Any] = await self.request(
+                "GET", NP_PATH.format(namespace=namespace) + "/" + name
+            )
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+        return result
+
     async def apply(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply ``body`` as field manager ``nsbaseline`` (force: we own our fields)."""
         meta = body["metadata"]
@@ -289,6 +335,21 @@ class KubeClient:
             "/apis/networking.k8s.io/v1/networkpolicies",
         ):
             await self.request("GET", path, params={"limit": "1"})
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """Complete lines of a watch stream (aiohttp's readline caps line length; events can be big)."""
+    buffer = b""
+    async for chunk in content.iter_any():
+        buffer += chunk
+        while True:
+            end = buffer.find(b"\n")
+            if end < 0:
+                break
+            yield buffer[:end]
+            buffer = buffer[end + 1 :]
+    if buffer:
+        yield buffer
 
 
 def _describe_connection_error(exc: BaseException) -> str:

@@ -1,0 +1,127 @@
+"""What we wrote that the watch has not shown yet: an overlay, so nothing is written twice.
+
+Our own writes come back through the watch a moment later. Until they do, the result of each
+write (the object as stored, or a tombstone for a delete) is laid over the watched state, so a
+reconcile in between does not mistake the old state for drift. The echo of a write — the very
+version we wrote, or the deletion we sent — needs no reconcile: it tells us nothing new.
+
+Also remembered: the hash of what we last applied per object, so restoring it after someone
+changed it counts as a repair (metrics, a Repaired Event).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nsbaseline.observed import ManagedObject
+
+#: Forget an overlay entry the watch never confirmed after this long (the watch was restarted
+#: and its relist is authoritative by then).
+OVERLAY_TTL = 30.0
+
+
+@dataclass
+class _Entry:
+    obj: ManagedObject | None  # None: a tombstone for an object we deleted
+    version: int
+    since: float = field(default_factory=time.monotonic)
+
+
+class WriteCache:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._overlay: dict[str, dict[str, _Entry]] = {}
+        self._applied: dict[tuple[str, str], str] = {}
+        self._clock = clock
+
+    # ----- recording our writes -------------------------------------------------------------
+    def wrote(self, obj: ManagedObject, digest: str) -> None:
+        """We created or updated ``obj`` (as stored by the API server) to the desired ``digest``."""
+        self._overlay.setdefault(obj.namespace, {})[obj.name] = _Entry(
+            obj, obj.version, self._clock()
+        )
+        self._applied[(obj.namespace, obj.name)] = digest
+
+    def deleted(self, namespace: str, name: str, watched: list[ManagedObject]) -> None:
+        """We deleted ``name``: hide every version of it we knew until the watch says so.
+
+        The tombstone must cover the version our own last apply produced too (possibly still
+        only in the overlay when the watch lags): a stale allow-dns taken for present would let
+        default-deny isolate egress without DNS. Only the DELETED event or a newer version (a
+        re-creation) retires it.
+        """
+        known = [o.version for o in watched if o.name == name]
+        earlier = self._overlay.get(namespace, {}).get(name)
+        if earlier is not None:
+            known.append(earlier.version)
+        self._overlay.setdefault(namespace, {})[name] = _Entry(
+            None, max(known, default=0) + 1, self._clock()
+        )
+        self._applied.pop((namespace, name), None)
+
+    def applied(self) -> dict[tuple[str, str], str]:
+        """(namespace, name) -> hash of what we last applied there."""
+        return self._applied
+
+    def forget_namespace(self, namespace: str) -> None:
+        self._overlay.pop(namespace, None)
+        for key in [k for k in self._applied if k[0] == namespace]:
+            del self._applied[key]
+
+    # ----- the watch catching up ------------------------------------------------------------
+    def seen(self, obj: ManagedObject, deleted: bool) -> bool:
+        """A watch event for ``obj``: retire our overlay once the watch has caught up with it.
+
+        Returns True when the event is just the echo of our own last write, which needs no
+        reconcile. Any other change arrives with a newer version.
+        """
+        entries = self._overlay.get(obj.namespace)
+        entry = entries.get(obj.name) if entries else None
+        if entry is None or entries is None:
+            return False
+        if entry.obj is None:
+            if deleted:
+                self._drop(obj.namespace, obj.name)
+                return True
+            if obj.version >= entry.version:  # re-created by someone after our delete
+                self._drop(obj.namespace, obj.name)
+            return False
+        if obj.version >= entry.version:
+            self._drop(obj.namespace, obj.name)
+            return obj.version == entry.version and not deleted
+        return False
+
+    def _drop(self, namespace: str, name: str) -> None:
+        entries = self._overlay.get(namespace)
+        if entries is not None:
+            entries.pop(name, None)
+            if not entries:
+                del self._overlay[namespace]
+
+    def correct(self, namespace: str, watched: list[ManagedObject]) -> list[ManagedObject]:
+        """The watched objects of ``namespace``, corrected by writes the watch has not shown."""
+        entries = self._overlay.get(namespace)
+        if not entries:
+            return watched
+        by_name = {o.name: o for o in watched}
+        now = self._clock()
+        for name, entry in list(entries.items()):
+            if now - entry.since > OVERLAY_TTL:
+                self._drop(namespace, name)
+                continue
+            current = by_name.get(name)
+            if current is not None and current.version >= entry.version:
+                continue
+            if entry.obj is None:
+                by_name.pop(name, None)
+            else:
+                by_name[name] = entry.obj
+        return list(by_name.values())
+
+    def pending(self) -> int:
+        """Writes the watch has not confirmed yet."""
+        return sum(len(v) for v in self._overlay.values())
+
+
+__all__ = ["OVERLAY_TTL", "WriteCache"]
