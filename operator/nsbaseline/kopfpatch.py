@@ -20,18 +20,42 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 _HERALDS = "_nsbaseline_heralds"
+#: The Kopf minor version this patch was written against (pyproject pins the same).
+KOPF_MINOR = (1, 45)
 
 
-def apply() -> bool:
-    """Install the fix into Kopf (idempotent). ``False`` when Kopf's internals look different."""
+class KopfPatchError(RuntimeError):
+    """Kopf is not the version this patch fits: start-up would silently go quadratic again."""
+
+
+def _kopf_minor() -> tuple[int, ...]:
+    from kopf._cogs.helpers import versions
+
+    parts = str(versions.version or "0.0").split(".")[:2]
+    return tuple(int(p) if p.isdigit() else 0 for p in parts)
+
+
+def apply() -> None:
+    """Install the fix into Kopf (idempotent); raise :class:`KopfPatchError` if it cannot.
+
+    Failing loudly is the point: a silently skipped patch only shows as minutes of start-up at
+    thousands of namespaces, long after the upgrade that caused it.
+    """
+    if _kopf_minor() != KOPF_MINOR:
+        raise KopfPatchError(
+            f"nsbaseline's Kopf patch fits Kopf {KOPF_MINOR[0]}.{KOPF_MINOR[1]}.x, found "
+            f"{'.'.join(map(str, _kopf_minor()))}: check kopfpatch.py against the new Kopf"
+        )
     try:
         from kopf._cogs.aiokits.aiotoggles import ToggleSet
-    except ImportError:  # pragma: no cover - a Kopf without this module needs no fix
-        return False
+    except ImportError as exc:
+        raise KopfPatchError(f"Kopf's ToggleSet moved: {exc}") from exc
+    if not callable(getattr(ToggleSet, "is_on", None)) or not callable(
+        getattr(ToggleSet, "wait_for", None)
+    ):
+        raise KopfPatchError("Kopf's ToggleSet has no is_on()/wait_for(): its internals changed")
     if getattr(ToggleSet.wait_for, "_nsbaseline_shared", False):
-        return True
-    if not callable(getattr(ToggleSet, "is_on", None)):  # pragma: no cover
-        return False
+        return
     original: Callable[[Any, bool], Coroutine[Any, Any, None]] = ToggleSet.wait_for
 
     async def wait_for(self: Any, state: bool, /) -> None:
@@ -47,7 +71,6 @@ def apply() -> bool:
 
     wait_for._nsbaseline_shared = True  # type: ignore[attr-defined]
     ToggleSet.wait_for = wait_for  # type: ignore[method-assign,assignment]
-    return True
 
 
-__all__ = ["apply"]
+__all__ = ["KOPF_MINOR", "KopfPatchError", "apply"]

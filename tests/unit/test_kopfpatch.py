@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from kopf._cogs.aiokits import aiotoggles
 
 from nsbaseline import kopfpatch
@@ -95,3 +96,21 @@ def test_indexing_many_objects_costs_linear_state_checks() -> None:
 
     asyncio.run(scenario())
     assert checks < 10 * objects, f"{checks} state checks for {objects} objects"
+
+
+def test_the_patch_refuses_a_kopf_minor_version_it_was_not_written_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kopf._cogs.helpers import versions
+
+    monkeypatch.setattr(versions, "version", "1.99.0")
+    with pytest.raises(kopfpatch.KopfPatchError, match=r"found 1\.99"):
+        kopfpatch.apply()
+
+
+def test_the_patch_refuses_kopf_internals_it_does_not_recognise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delattr(aiotoggles.ToggleSet, "is_on")
+    with pytest.raises(kopfpatch.KopfPatchError, match="internals changed"):
+        kopfpatch.apply()
