@@ -33,10 +33,11 @@ fmt: venv ## Format the code.
 	$(VENV)/bin/ruff check --fix .
 
 .PHONY: lint
-lint: venv ## Lint, check formatting and types, and check crds/ (and its copies in deploy/, charts/) is up to date.
+lint: venv ## Lint, check formatting, types and layers (.importlinter); check crds/ (and its copies) are up to date.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(PY) hack/gen_crd.py --check
 	$(PY) hack/sync_deploy.py --check
 
