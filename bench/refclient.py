@@ -52,13 +52,14 @@ async def run(job: dict[str, Any]) -> dict[str, Any]:
             except ApiFailure as exc:
                 errors.append(str(exc))
 
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    end = time.time()
+    end, cpu = time.time(), time.process_time() - cpu_start
     await api.close()
     return {
         "start": start,
         "end": end,
+        "cpu": cpu,
         "errors": len(errors),
         "first_error": errors[0] if errors else "",
     }

@@ -159,6 +159,26 @@ def split(counts: Mapping[str, int]) -> str:
 
 
 # ----- the operator process -----------------------------------------------------------------
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds a process has used so far (NaN when it is not ours to read)."""
+    if pid is None:
+        return float("nan")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def proc_status_mb(pid: int, field: str) -> float:
+    """A memory figure from /proc/PID/status (VmRSS now, VmHWM the peak so far), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -229,10 +249,15 @@ class Operator:
 
     def rss_mb(self) -> float:
         assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return proc_status_mb(self.proc.pid, "VmRSS")
+
+    def peak_rss_mb(self) -> float:
+        """The highest RSS of this operator process since it started (VmHWM)."""
+        assert self.proc is not None
+        return proc_status_mb(self.proc.pid, "VmHWM")
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid if self.proc is not None else None)
 
     def _get(self, port: int, path: str) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
@@ -301,8 +326,17 @@ class Operator:
 
 # ----- the benchmark ------------------------------------------------------------------------
 class Bench:
-    def __init__(self, args: argparse.Namespace, kubeconfig: Path, kubectl: str) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        kubeconfig: Path,
+        kubectl: str,
+        apiserver_pid: int | None = None,
+    ) -> None:
         self.args = args
+        #: The local kube-apiserver's pid, to bill its CPU per object (None on external clusters).
+        self.apiserver_pid = apiserver_pid
+        self.ref_cpu: dict[str, float] = {}
         self.n: int = args.namespaces
         self.workers: int = args.workers
         self.ref_concurrency: int = args.reference_concurrency or args.workers
@@ -387,6 +421,7 @@ class Bench:
             ) from None
 
     async def run_reference(self, requests: list[list[Any]]) -> dict[str, Any]:
+        """Run refclient.py on ``requests``; its own CPU seconds come back as ``cpu``."""
         job = {
             "kubeconfig": str(self.kubeconfig),
             "concurrency": self.ref_concurrency,
@@ -456,11 +491,16 @@ class Bench:
         result = await self.run_reference(requests)
         seen = await self.wait(waiter, "reference objects", self.timeout(len(expected)))
         converge = float(seen - result["start"])
+        if verb == "POST":
+            self.ref_cpu["client"] = float(result["cpu"]) / len(requests)
         log(f"reference: {len(requests)} objects created ({verb}) and seen in {converge:.2f}s")
         return converge
 
     async def reference(self) -> tuple[float, float]:
+        server_before = cpu_seconds(self.apiserver_pid)
         converge = await self.reference_create(self.ref_namespaces, "POST")
+        objects = len(self.ref_namespaces) * len(PIECES)
+        self.ref_cpu["apiserver"] = (cpu_seconds(self.apiserver_pid) - server_before) / objects
         if self.args.reference_apply:
             # The same creation with the operator's verb: how much of any gap is server-side
             # apply's own cost in the API server rather than the operator's.
@@ -535,12 +575,16 @@ class Bench:
         policy = PolicyInfo.from_body(body)
         expected = self.expected(self.op_namespaces, policy)
         waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
+        cpu_before = self.operator.cpu()
+        server_before = cpu_seconds(self.apiserver_pid)
         t0 = time.time()
         self.policy_body = await self.api.request(
             "POST", f"/apis/{names.API_VERSION}/{names.PLURAL}", body
         )
         seen = await self.wait(waiter, "operator convergence", self.timeout(len(expected)))
         converge = seen - t0
+        op_cpu = (self.operator.cpu() - cpu_before) / len(expected)
+        server_cpu = (cpu_seconds(self.apiserver_pid) - server_before) / len(expected)
         log(f"operator: {len(expected)} objects seen in {converge:.2f}s")
         self.report.add(
             "1",
@@ -597,11 +641,27 @@ class Bench:
         )
         self.report.raw["operator_settled_after_s"] = settled - t0
         self.report.add(
+            "5",
+            "operator CPU per object at convergence (ms)",
+            op_cpu * 1000,
+            self.ref_cpu.get("client", float("nan")) * 1000,
+            ratio=ratio(op_cpu, self.ref_cpu.get("client", float("nan"))),
+            target="halved",
+        )
+        self.report.add(
+            "5",
+            "API server CPU per object (ms)",
+            server_cpu * 1000,
+            self.ref_cpu.get("apiserver", float("nan")) * 1000,
+            ratio=ratio(server_cpu, self.ref_cpu.get("apiserver", float("nan"))),
+        )
+        self.report.add(
             "6",
             f"operator RSS at {self.n} ns converged (MB)",
             self.operator.rss_mb(),
-            target="<= 200 at 5000",
+            target="<= 150 at 5000",
         )
+        self.report.add("6", "  peak RSS, start-up + convergence (MB)", self.operator.peak_rss_mb())
 
     async def fanout(self, ref_fanout: float) -> None:
         spec = self.policy_spec(self.args.port + 1)
@@ -718,7 +778,13 @@ class Bench:
         )
         self.report.add("4", f"startup re-sync time, {namespaces} ns (s)", resync)
         self.report.add("4", "  of which to healthz (s)", healthy)
-        self.report.add("6", "operator RSS after restart + re-sync (MB)", self.operator.rss_mb())
+        self.report.add(
+            "6",
+            "operator RSS after restart + re-sync (MB)",
+            self.operator.rss_mb(),
+            target="<= 200 at 5000",
+        )
+        self.report.add("6", "  peak RSS during the re-sync (MB)", self.operator.peak_rss_mb())
 
     async def cleanup(self) -> None:
         """For an external cluster: remove what this run created (the local one is just stopped)."""
@@ -883,7 +949,8 @@ def main(argv: list[str] | None = None) -> int:
         server = "local kube-apiserver/etcd (hack/localcluster.py)"
     try:
         install_crds(kubeconfig, kubectl, cluster, args.crds)
-        bench = Bench(args, kubeconfig, kubectl)
+        apiserver_pid = cluster.pids.get("kube-apiserver") if cluster is not None else None
+        bench = Bench(args, kubeconfig, kubectl, apiserver_pid)
         started = time.time()
         report = asyncio.run(bench.run())
     finally:
