@@ -15,10 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.kube import REPO, Cluster, OperatorProcess
-
-#: Where the session's control plane and logs live; parallel sessions each need their own.
-E2E_DIR = Path(os.environ.get("NSBASELINE_E2E_DIR") or REPO / ".cache" / "e2e").resolve()
+from tests.support.kube import E2E_DIR, REPO, Cluster, OperatorProcess
 
 
 @pytest.fixture(scope="session")

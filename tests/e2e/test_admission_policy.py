@@ -29,7 +29,7 @@ from tests.support.deploy import (
     operator_as_service_account,
     token_kubeconfig,
 )
-from tests.support.kube import Cluster, OperatorProcess, baseline_policy, wait_for
+from tests.support.kube import E2E_DIR, Cluster, OperatorProcess, baseline_policy, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -70,8 +70,6 @@ def admission(cluster: Cluster, scope: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def module_logdir() -> Path:
-    from conftest import E2E_DIR
-
     path = E2E_DIR / "logs" / "test_admission_policy"
     path.mkdir(parents=True, exist_ok=True)
     return path

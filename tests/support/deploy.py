@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -109,10 +110,12 @@ def forbidden_lines(op: OperatorProcess) -> list[str]:
     """Log lines where the API server refused the operator (RBAC or admission)."""
     if not op.log_path.exists():
         return []
+    refused = re.compile(r"forbidden|\b403\b", re.IGNORECASE)
     return [
         line
         for line in op.log_path.read_text(errors="replace").splitlines()
-        if "forbidden" in line.lower() or " 403" in line or "status=403" in line
+        # The launch line carries random port numbers, e.g. "--metrics-port 40307".
+        if not line.startswith("=====") and refused.search(line)
     ]
 
 

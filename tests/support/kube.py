@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[2]
+#: Where the session's control plane and logs live; parallel sessions each need their own.
+E2E_DIR = Path(os.environ.get("NSBASELINE_E2E_DIR") or REPO / ".cache" / "e2e").resolve()
 T = TypeVar("T")
 
 
