@@ -85,7 +85,8 @@ class ManagedObject:
             return -1
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> ManagedObject:
+    def from_body(cls, body: Mapping[str, Any], digest: str | None = None) -> ManagedObject:
+        """Reduce a NetworkPolicy body; ``digest`` when the spec's digest is known already."""
         meta = body.get("metadata") or {}
         refs = tuple(
             OwnerRef(
@@ -110,7 +111,7 @@ class ManagedObject:
             labels=_intern_map(meta.get("labels")),
             annotations=annotations,
             owner_references=refs,
-            spec_digest=spec_digest(body.get("spec") or {}),
+            spec_digest=digest or spec_digest(body.get("spec") or {}),
         )
 
 

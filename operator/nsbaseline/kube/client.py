@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import json
 import logging
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
+import orjson
 
 from nsbaseline import names
 from nsbaseline.kube.errors import ApiError, UnreachableError
@@ -99,7 +99,7 @@ class KubeClient:
     ) -> Any:
         """One API call; JSON in and out. Raises :class:`ApiError` or :class:`UnreachableError`."""
         url = path + ("?" + urllib.parse.urlencode(params) if params else "")
-        data = json.dumps(body) if body is not None else None
+        data = orjson.dumps(body) if body is not None else None
         headers = {"Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = content_type
@@ -114,7 +114,7 @@ class KubeClient:
                 async with session.request(
                     method, self.credentials.server + url, data=data, headers=headers
                 ) as resp:
-                    text = await resp.text()
+                    raw = await resp.read()
                     retry_after = _retry_after(resp.headers.get("Retry-After"))
                     status = resp.status
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
@@ -126,9 +126,13 @@ class KubeClient:
                 await asyncio.sleep(_backoff(attempt))
                 continue
             if status < 400:
-                return json.loads(text) if text else None
+                return orjson.loads(raw) if raw else None
             error = ApiError.from_response(
-                status, text, method=method, path=path, retry_after=retry_after
+                status,
+                raw.decode(errors="replace"),
+                method=method,
+                path=path,
+                retry_after=retry_after,
             )
             if status == 401 and not relogged:
                 relogged = True  # rotated token or expired credential: log in again, once

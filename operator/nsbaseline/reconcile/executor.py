@@ -159,6 +159,7 @@ class WriteExecutor:
             self._on_done(action, None, started)
             return None
         assert action.body is not None
+        desired = spec_digest(action.body["spec"])
         if action.verb == "Create":
             try:
                 stored = await self._writer.create(action.body)
@@ -173,23 +174,26 @@ class WriteExecutor:
                 if not found.ours:
                     self._foreign.remember(found)
                     return Conflict(action.policy, action.namespace, action.name)
-                stored = await self._apply(action)  # ours, but unlabelled: repair it
+                stored = await self._apply(action, desired)  # ours, but unlabelled: repair it
         else:
-            stored = await self._apply(action)
-        written = ManagedObject.from_body(stored)
+            stored = await self._apply(action, desired)
+        # What the API server stores is our spec with its defaults: the same canonical digest.
+        written = ManagedObject.from_body(stored, desired)
         self._cache.wrote(written, action.digest)
         self._on_done(action, written, started)
         return None
 
-    async def _apply(self, action: Action) -> dict[str, Any]:
+    async def _apply(self, action: Action, desired: str) -> dict[str, Any]:
         assert action.body is not None
         stored = await self._writer.apply(action.body)
         metrics.WRITES.labels("apply", "NetworkPolicy").inc()
-        desired = action.body["spec"]
-        if spec_digest(stored.get("spec") or {}) != spec_digest(desired):
+        if spec_digest(stored.get("spec") or {}) != desired:
             # Another field manager added fields that apply cannot take away: replace the spec.
             stored = await self._writer.replace_spec(
-                action.namespace, action.name, desired, stored["metadata"]["resourceVersion"]
+                action.namespace,
+                action.name,
+                action.body["spec"],
+                stored["metadata"]["resourceVersion"],
             )
             metrics.WRITES.labels("replace", "NetworkPolicy").inc()
         return stored

@@ -19,13 +19,23 @@ from nsbaseline.observed import ManagedObject
 
 #: Told of every change: (the object as last seen, deleted?, found by a relist rather than an event)
 Change = Callable[[ManagedObject, bool, bool], None]
+#: Our own write of (namespace, name, version), when an event is its echo (saves reducing it).
+Known = Callable[[str, str, int], ManagedObject | None]
+
+
+def _version(meta: dict[str, Any]) -> int:
+    try:
+        return int(meta.get("resourceVersion") or -1)
+    except ValueError:
+        return -1
 
 
 class ObservedObjects:
-    def __init__(self, on_change: Change) -> None:
+    def __init__(self, on_change: Change, known: Known | None = None) -> None:
         self._by_namespace: dict[str, dict[str, ManagedObject]] = {}
         self._relisting: dict[str, dict[str, ManagedObject]] | None = None
         self._on_change = on_change
+        self._known = known or (lambda *_: None)
         #: Set once the first listing is complete: before that, absence means nothing.
         self.ready = asyncio.Event()
 
@@ -67,7 +77,9 @@ class ObservedObjects:
                     self._on_change(now, False, True)
 
     def event(self, kind: str, body: dict[str, Any]) -> None:
-        obj = ManagedObject.from_body(body)
+        meta = body.get("metadata") or {}
+        mine = self._known(meta.get("namespace", ""), meta.get("name", ""), _version(meta))
+        obj = mine if mine is not None and kind != "DELETED" else ManagedObject.from_body(body)
         objects = self._by_namespace.setdefault(obj.namespace, {})
         if kind == "DELETED":
             objects.pop(obj.name, None)

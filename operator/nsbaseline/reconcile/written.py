@@ -99,6 +99,14 @@ class WriteCache:
             if not entries:
                 del self._overlay[namespace]
 
+    def known(self, namespace: str, name: str, version: int) -> ManagedObject | None:
+        """Our own write of exactly this version, if it is one: its echo needs no parsing."""
+        entries = self._overlay.get(namespace)
+        entry = entries.get(name) if entries else None
+        if entry is not None and entry.obj is not None and entry.version == version:
+            return entry.obj
+        return None
+
     def correct(self, namespace: str, watched: list[ManagedObject]) -> list[ManagedObject]:
         """The watched objects of ``namespace``, corrected by writes the watch has not shown."""
         entries = self._overlay.get(namespace)
