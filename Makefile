@@ -41,7 +41,7 @@ lint: venv ## Lint, check formatting and types, and check crds/ (and its copies 
 	$(PY) hack/sync_deploy.py --check
 
 .PHONY: crds
-crds: venv ## Regenerate crds/ from operator/nsbaseline/api.py (and its copies in deploy/, charts/).
+crds: venv ## Regenerate crds/ from operator/nsbaseline/spec.py (and its copies in deploy/, charts/).
 	$(PY) hack/gen_crd.py
 	$(PY) hack/sync_deploy.py
 
@@ -50,7 +50,7 @@ deploy-sync: venv ## Copy crds/ into deploy/base/crds/ and charts/nsbaseline/crd
 	$(PY) hack/sync_deploy.py
 
 .PHONY: docs
-docs: venv ## Regenerate docs/reference.md from operator/nsbaseline/api.py.
+docs: venv ## Regenerate docs/reference.md from operator/nsbaseline/spec.py.
 	$(PY) hack/gen_docs.py
 
 ##@ Local control plane

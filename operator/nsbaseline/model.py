@@ -69,14 +69,14 @@ class PolicyInfo:
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> PolicyInfo:
-        from nsbaseline.schema import apply_defaults
+        from nsbaseline.spec import BaselinePolicySpec
 
         meta = body.get("metadata", {})
         return cls(
             name=meta["name"],
             uid=meta.get("uid", ""),
             generation=int(meta.get("generation") or 0),
-            spec=apply_defaults(dict(body.get("spec") or {})),
+            spec=BaselinePolicySpec.from_json(body.get("spec") or {}).to_json(),
             status=dict(body.get("status") or {}),
         )
 
