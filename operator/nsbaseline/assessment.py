@@ -106,7 +106,7 @@ def assess(
     if remaining:
         return result("drifted", _verbs(remaining))
     held = [
-        f"{', '.join(e.pieces)} held back until {e.expires_at_text} ({e.reason})"
+        f"{', '.join(e.pieces)} held back until {e.expires_at} ({e.reason})"
         for e in exceptions.parse(policy.spec)
         if e.namespace == ns and e.active(now)
     ]
@@ -120,8 +120,8 @@ def excluded(policy: PolicyInfo, namespace: NamespaceInfo) -> bool:
     """Whether the policy's selector matches ``namespace`` but it is listed as excluded."""
     return (
         not namespace.terminating
-        and namespace.name in policy.excluded_namespaces
-        and selector_matches(policy.namespace_selector, namespace.labels)
+        and namespace.name in policy.spec.excluded_namespaces
+        and selector_matches(policy.spec.namespace_selector, namespace.labels)
     )
 
 

@@ -14,62 +14,23 @@ and is reported as ``Expired`` in the policy's status.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class PolicyException:
-    namespace: str
-    pieces: tuple[str, ...]
-    reason: str
-    expires_at: datetime.datetime
-    expires_at_text: str
-
-    def active(self, now: datetime.datetime) -> bool:
-        """Active strictly before the deadline; at ``expiresAt`` the pieces are back."""
-        return now < self.expires_at
+from nsbaseline.spec import BaselinePolicySpec, Exemption
 
 
 def now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def parse_time(text: str) -> datetime.datetime | None:
-    """An RFC 3339 date-time (as the schema's ``format: date-time`` accepts), in UTC."""
-    try:
-        value = datetime.datetime.fromisoformat(text.strip().replace("z", "Z"))
-    except (ValueError, AttributeError):
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=datetime.UTC)
-    return value.astimezone(datetime.UTC)
-
-
-def parse(spec: Mapping[str, Any]) -> list[PolicyException]:
-    """The exceptions of a policy spec; entries the schema would refuse are skipped."""
-    out = []
-    for entry in spec.get("exceptions") or []:
-        if not isinstance(entry, Mapping):
-            continue
-        expires = parse_time(str(entry.get("expiresAt", "")))
-        if expires is None or not entry.get("namespace"):
-            continue
-        out.append(
-            PolicyException(
-                namespace=str(entry["namespace"]),
-                pieces=tuple(str(p) for p in entry.get("pieces") or ()),
-                reason=str(entry.get("reason", "")),
-                expires_at=expires,
-                expires_at_text=str(entry["expiresAt"]),
-            )
-        )
-    return out
+def parse(spec: BaselinePolicySpec) -> list[Exemption]:
+    """The exceptions of a policy spec that can take effect: an expiry Python cannot read (the
+    API server's date-time format is a little wider) is skipped, as is an empty namespace."""
+    return [e for e in spec.exceptions or () if e.deadline is not None and e.namespace]
 
 
 def excepted_pieces(
-    spec: Mapping[str, Any], namespace: str, at: datetime.datetime
+    spec: BaselinePolicySpec, namespace: str, at: datetime.datetime
 ) -> frozenset[str]:
     """Pieces of this policy that must not exist in ``namespace`` at time ``at``."""
     return frozenset(
@@ -81,21 +42,21 @@ def excepted_pieces(
 
 
 def next_expiry(
-    spec: Mapping[str, Any], namespace: str, at: datetime.datetime
+    spec: BaselinePolicySpec, namespace: str, at: datetime.datetime
 ) -> datetime.datetime | None:
     """When the earliest still-active exception for ``namespace`` ends (to schedule a reconcile)."""
-    ends = [e.expires_at for e in parse(spec) if e.namespace == namespace and e.active(at)]
-    return min(ends, default=None)
+    ends = [e.deadline for e in parse(spec) if e.namespace == namespace and e.active(at)]
+    return min((end for end in ends if end is not None), default=None)
 
 
-def status_entries(spec: Mapping[str, Any], at: datetime.datetime) -> list[dict[str, Any]]:
+def status_entries(spec: BaselinePolicySpec, at: datetime.datetime) -> list[dict[str, Any]]:
     """``status.exceptions``: every exception with its state, active ones first."""
     entries = [
         {
             "namespace": e.namespace,
             "pieces": list(e.pieces),
             "reason": e.reason,
-            "expiresAt": e.expires_at_text,
+            "expiresAt": e.expires_at,
             "state": "Active" if e.active(at) else "Expired",
         }
         for e in parse(spec)

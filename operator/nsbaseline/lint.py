@@ -15,6 +15,8 @@ Checks (code, severity):
   and service IPs are rewritten before policy applies);
 * ``exception-without-dns`` (warning) and ``exception-expired`` (warning): on BaselinePolicy
   exceptions that drop DNS while default-deny egress stays, or that no longer have any effect.
+* ``invalid-policy`` (error): a BaselinePolicy spec with a value of the wrong type (the API
+  server would refuse it).
 
 Findings carry a file and line: :func:`load_with_lines` keeps the YAML marks of every key.
 """
@@ -32,7 +34,9 @@ import yaml
 from nsbaseline import exceptions, names
 from nsbaseline.evaluator import REPRESENTATIVE, Endpoint, Namespace, Pod, Policy, World
 from nsbaseline.explain import dns_pod
+from nsbaseline.schema import SpecError
 from nsbaseline.selection import selector_matches
+from nsbaseline.spec import BaselinePolicySpec
 
 Severity = Literal["error", "warning"]
 Path_ = tuple[str | int, ...]
@@ -359,28 +363,34 @@ class Linter:
 
     # -- BaselinePolicy exceptions
     def _exceptions(self, doc: Located) -> None:
-        spec = doc.data.get("spec") or {}
+        try:
+            spec = BaselinePolicySpec.from_json(doc.data.get("spec") or {})
+        except SpecError as exc:
+            self.add(doc, "error", "invalid-policy", exc.reason, exc.path)
+            return
         now = exceptions.now()
-        egress_denied = (spec.get("defaultDeny") or {}).get("egress", True)
-        for i, entry in enumerate(spec.get("exceptions") or []):
+        for i, entry in enumerate(spec.exceptions or ()):
             path: Path_ = ("spec", "exceptions", i)
-            parsed = exceptions.parse({"exceptions": [entry]})
-            if parsed and not parsed[0].active(now):
+            if entry.deadline is not None and not entry.active(now):
                 self.add(
                     doc,
                     "warning",
                     "exception-expired",
-                    f"exception for namespace {entry.get('namespace')} expired at "
-                    f"{entry.get('expiresAt')}: it has no effect; remove it",
+                    f"exception for namespace {entry.namespace} expired at "
+                    f"{entry.expires_at}: it has no effect; remove it",
                     (*path, "expiresAt"),
                 )
-            pieces = set(entry.get("pieces") or [])
-            if egress_denied and "allow-dns" in pieces and names.DEFAULT_DENY not in pieces:
+            pieces = set(entry.pieces)
+            if (
+                spec.default_deny.egress
+                and "allow-dns" in pieces
+                and names.DEFAULT_DENY not in pieces
+            ):
                 self.add(
                     doc,
                     "warning",
                     "exception-without-dns",
-                    f"exception drops allow-dns in namespace {entry.get('namespace')} while "
+                    f"exception drops allow-dns in namespace {entry.namespace} while "
                     "default-deny keeps egress isolated: name resolution breaks there",
                     (*path, "pieces"),
                 )

@@ -6,11 +6,13 @@ body wrappers and the in-memory indexes stay small (only the fields we use are k
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nsbaseline import names
+from nsbaseline import canonical, names
+from nsbaseline.spec import BaselinePolicySpec
 
 
 @dataclass(frozen=True)
@@ -41,21 +43,22 @@ class PolicyInfo:
     name: str
     uid: str
     generation: int
-    spec: Mapping[str, Any]
+    spec: BaselinePolicySpec = field(default_factory=BaselinePolicySpec)
     status: Mapping[str, Any] = field(default_factory=dict)
 
     @property
-    def namespace_selector(self) -> Mapping[str, Any] | None:
-        selector: Mapping[str, Any] | None = self.spec.get("namespaceSelector")
-        return selector
-
-    @property
-    def excluded_namespaces(self) -> frozenset[str]:
-        return frozenset(self.spec.get("excludedNamespaces") or ())
-
-    @property
     def audit(self) -> bool:
-        return self.spec.get("mode") == "Audit"
+        return self.spec.mode == "Audit"
+
+    @functools.cached_property
+    def spec_json(self) -> Mapping[str, Any]:
+        """The spec as the API server stores it: what templates see as ``policy.spec``."""
+        return self.spec.to_json()
+
+    @functools.cached_property
+    def spec_fingerprint(self) -> str:
+        """A stable text form of the spec (part of the render cache key)."""
+        return canonical.fingerprint(self.spec_json)
 
     def owner_reference(self) -> dict[str, Any]:
         return {
@@ -69,14 +72,14 @@ class PolicyInfo:
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> PolicyInfo:
-        from nsbaseline.spec import BaselinePolicySpec
-
+        """Read a BaselinePolicy; :class:`~nsbaseline.schema.SpecError` when its spec has a
+        value of the wrong type (never for one the API server stored)."""
         meta = body.get("metadata", {})
         return cls(
             name=meta["name"],
             uid=meta.get("uid", ""),
             generation=int(meta.get("generation") or 0),
-            spec=BaselinePolicySpec.from_json(body.get("spec") or {}).to_json(),
+            spec=BaselinePolicySpec.from_json(body.get("spec") or {}),
             status=dict(body.get("status") or {}),
         )
 

@@ -312,7 +312,7 @@ class TemplateSet:
             tuple(sorted(namespace.annotations.items())),
             policy.name,
             policy.uid,
-            canonical.fingerprint(policy.spec),
+            policy.spec_fingerprint,
         )
         try:
             cached = self._rendered[key]
@@ -342,7 +342,7 @@ class TemplateSet:
                 "labels": dict(namespace.labels),
                 "annotations": dict(namespace.annotations),
             },
-            "policy": {"name": policy.name, "spec": policy.spec},
+            "policy": {"name": policy.name, "spec": policy.spec_json},
             "values": _template_values(policy, name),
             "params": params,
             "NAMESPACE_NAME_LABEL": names.NAMESPACE_NAME_LABEL,
@@ -363,9 +363,9 @@ class TemplateSet:
 
 
 def _template_values(policy: PolicyInfo, name: str) -> dict[str, Any]:
-    for entry in policy.spec.get("templates") or []:
-        if entry.get("name") == name:
-            return dict(entry.get("values") or {})
+    for entry in policy.spec.templates or ():
+        if entry.name == name:
+            return dict(entry.values or {})
     return {}
 
 
@@ -456,7 +456,7 @@ def _validate(
             names.PIECE_LABEL: piece,
         }
     )
-    annotations = {str(k): str(v) for k, v in (policy.spec.get("annotations") or {}).items()}
+    annotations = dict(policy.spec.annotations or {})
     annotations.update({str(k): str(v) for k, v in (meta.get("annotations") or {}).items()})
     metadata: dict[str, Any] = {
         "name": expected_name,
@@ -477,7 +477,7 @@ def _validate(
 
 def pieces_of(policy: PolicyInfo) -> list[str]:
     """Every template a policy renders: the built-ins, then its extra templates by name."""
-    extra = sorted(str(t["name"]) for t in policy.spec.get("templates") or [])
+    extra = sorted(t.name for t in policy.spec.templates or ())
     return [*names.BUILTIN_PIECES, *(e for e in extra if e not in names.BUILTIN_PIECES)]
 
 

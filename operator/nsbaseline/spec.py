@@ -95,6 +95,10 @@ class Exemption:
         """``expiresAt`` in UTC; ``None`` if Python cannot read it (the exception is ignored)."""
         return parse_time(self.expires_at)
 
+    def active(self, now: datetime.datetime) -> bool:
+        """Active strictly before the deadline; at ``expiresAt`` the pieces are back."""
+        return self.deadline is not None and now < self.deadline
+
 
 @dataclass(frozen=True, kw_only=True)
 class TemplateRef:

@@ -15,7 +15,7 @@ import yaml
 from hack import gen_crd
 from nsbaseline import crd
 from nsbaseline.model import PolicyInfo
-from nsbaseline.spec import BaselinePolicySpec
+from nsbaseline.spec import BaselinePolicySpec, LabelSelector
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "baselinepolicies.nsbaseline.io.yaml"
@@ -134,7 +134,9 @@ def test_null_selector_gets_the_opt_in_default_not_everything() -> None:
     """``namespaceSelector:`` left empty in YAML is null; the API server prunes it and defaults
     it, so offline rendering must not read it as "no selector, select every namespace"."""
     policy = PolicyInfo.from_body({"metadata": {"name": "p"}, "spec": {"namespaceSelector": None}})
-    assert policy.namespace_selector == {"matchLabels": {"nsbaseline.io/enabled": "true"}}
+    assert policy.spec.namespace_selector == LabelSelector(
+        match_labels={"nsbaseline.io/enabled": "true"}
+    )
 
 
 def test_explicit_values_win_and_nested_defaults_fill_in() -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 from nsbaseline import exceptions
 from nsbaseline.model import NamespaceInfo, PolicyInfo
 from nsbaseline.render import TemplateSet, render_policy
+from nsbaseline.spec import BaselinePolicySpec
 
 UTC = datetime.UTC
 T0 = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-SPEC = {
+RAW: dict[str, Any] = {
     "exceptions": [
         {
             "namespace": "team-a",
@@ -32,13 +34,15 @@ SPEC = {
         },
     ]
 }
+SPEC = BaselinePolicySpec.from_json(RAW)
 
 
 def test_exception_is_active_strictly_before_its_deadline() -> None:
     [first, *_] = exceptions.parse(SPEC)
+    assert first.deadline is not None
     assert first.active(T0)
-    assert first.active(first.expires_at - datetime.timedelta(microseconds=1))
-    assert not first.active(first.expires_at)
+    assert first.active(first.deadline - datetime.timedelta(microseconds=1))
+    assert not first.active(first.deadline)
 
 
 def test_active_exceptions_hold_back_their_pieces_for_their_namespace_only() -> None:
@@ -75,14 +79,16 @@ def test_status_lists_active_before_expired() -> None:
 
 
 def test_unparseable_entries_are_ignored() -> None:
-    spec = {"exceptions": [{"namespace": "a", "pieces": ["x"], "reason": "r", "expiresAt": "soon"}]}
+    spec = BaselinePolicySpec.from_json(
+        {"exceptions": [{"namespace": "a", "pieces": ["x"], "reason": "r", "expiresAt": "soon"}]}
+    )
     assert exceptions.parse(spec) == []
-    assert exceptions.parse({}) == []
+    assert exceptions.parse(BaselinePolicySpec()) == []
 
 
 def test_render_leaves_out_excepted_pieces_until_expiry() -> None:
     policy = PolicyInfo.from_body(
-        {"metadata": {"name": "base"}, "spec": {"monitoring": {"enabled": True}, **SPEC}}
+        {"metadata": {"name": "base"}, "spec": {"monitoring": {"enabled": True}, **RAW}}
     )
     ns = NamespaceInfo("team-a", {"kubernetes.io/metadata.name": "team-a"})
     templates = TemplateSet()

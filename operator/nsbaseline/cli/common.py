@@ -18,6 +18,7 @@ import yaml
 
 from nsbaseline import kube, names
 from nsbaseline.model import PolicyInfo
+from nsbaseline.schema import SpecError
 
 EXIT_RENDER_ERROR = 1
 EXIT_BAD_INPUT = 2
@@ -144,7 +145,10 @@ def policies_from(docs: Sequence[dict[str, Any]], path: Path) -> list[PolicyInfo
             raise CliError(f"{path}: a {names.KIND} needs metadata.name")
         if not isinstance(doc.get("spec", {}), dict):
             raise CliError(f"{path}: spec must be a mapping")
-        policies.append(PolicyInfo.from_body(doc))
+        try:
+            policies.append(PolicyInfo.from_body(doc))
+        except SpecError as exc:
+            raise CliError(f"{path}: {names.KIND} {doc['metadata']['name']}: {exc}") from exc
     if not policies:
         raise CliError(f"{path}: no {names.KIND} found")
     return policies

@@ -23,6 +23,7 @@ from nsbaseline.cli.common import (
 )
 from nsbaseline.model import NamespaceInfo, PolicyInfo
 from nsbaseline.render import TEMPLATE_SUFFIX, TemplateSet, builtin_template_dir, render_policy
+from nsbaseline.schema import SpecError
 
 
 @click.command()
@@ -83,7 +84,11 @@ def lint(
         for doc in located:
             if isinstance(doc.data, dict) and doc.data.get("kind") == names.KIND:
                 line = doc.line(())
-                rendered = render_policy(templates, namespace, PolicyInfo.from_body(doc.data))
+                try:
+                    policy = PolicyInfo.from_body(doc.data)
+                except (SpecError, KeyError, TypeError):
+                    continue  # not renderable: lint reports why (invalid-policy)
+                rendered = render_policy(templates, namespace, policy)
                 docs += [
                     lint_.rendered(o.body, str(path), line, origin=f"piece {o.piece}")
                     for o in rendered.objects

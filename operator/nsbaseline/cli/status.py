@@ -14,17 +14,27 @@ from typing import Any
 import click
 import yaml
 
-from nsbaseline import kube
+from nsbaseline import kube, names
 from nsbaseline.assessment import Assessment, assess_namespace
-from nsbaseline.cli.common import cluster_options, table, templates_dir_option, with_cluster
+from nsbaseline.cli.common import (
+    CliError,
+    cluster_options,
+    table,
+    templates_dir_option,
+    with_cluster,
+)
 from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo, is_candidate
 from nsbaseline.plan import build_plan
 from nsbaseline.render import TemplateSet, render_policy
+from nsbaseline.schema import SpecError
 from nsbaseline.selection import policies_for
 
 
 async def _read(client: kube.KubeClient) -> tuple[list[PolicyInfo], list[Any], list[Any]]:
-    policies = [PolicyInfo.from_body(b) for b in await client.list_policies()]
+    try:
+        policies = [PolicyInfo.from_body(b) for b in await client.list_policies()]
+    except SpecError as exc:  # only if the installed CRD is not the one this version expects
+        raise CliError(f"a {names.KIND} in the cluster cannot be read: {exc}") from exc
     namespaces = await client.list_namespaces()
     objects, _ = await client.list_network_policies()
     return policies, namespaces, objects
