@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from nsbaseline import exceptions
-from nsbaseline.model import NamespaceInfo, PolicyInfo
+from nsbaseline import exemptions
+from nsbaseline.model import BaselinePolicy, Namespace
 from nsbaseline.plan import Action, Plan
 from nsbaseline.selection import policy_selects, selector_matches
 
@@ -38,9 +38,9 @@ SATISFIED: frozenset[str] = frozenset({"compliant", "exception"})
 
 @dataclass(frozen=True)
 class Assessment:
-    """One policy in one namespace."""
+    """One BaselinePolicy in one namespace."""
 
-    policy: str
+    policy_name: str
     namespace: str
     state: State
     detail: str
@@ -63,7 +63,7 @@ def _verbs(actions: Iterable[Action]) -> str:
 
 def assess(
     plan: Plan,
-    policy: PolicyInfo,
+    policy: BaselinePolicy,
     now: datetime.datetime,
     *,
     failed: Mapping[str, str] | None = None,
@@ -77,7 +77,7 @@ def assess(
     failed = failed or {}
     name, ns = policy.name, plan.namespace
     writes = plan.policy_writes(name)
-    render_errors = tuple((e.template, str(e)) for e in plan.errors if e.policy == name)
+    render_errors = tuple((e.template, str(e)) for e in plan.errors if e.policy_name == name)
     write_errors = tuple(
         (
             a.piece,
@@ -88,8 +88,8 @@ def assess(
         if a.name in failed
     )
     errors = render_errors + write_errors
-    conflicts = tuple(c.name for c in plan.conflicts if c.policy == name)
-    audit = [a for a in plan.audit if a.policy == name]
+    conflicts = tuple(c.name for c in plan.conflicts if c.policy_name == name)
+    audit = [a for a in plan.audit if a.policy_name == name]
     remaining = [] if executed else writes
     managed = len(plan.selected.get(name, []))
 
@@ -107,7 +107,7 @@ def assess(
         return result("drifted", _verbs(remaining))
     held = [
         f"{', '.join(e.pieces)} held back until {e.expires_at} ({e.reason})"
-        for e in exceptions.parse(policy.spec)
+        for e in exemptions.valid(policy.spec)
         if e.namespace == ns and e.active(now)
     ]
     in_place = f"{managed} NetworkPolicies in place"
@@ -116,7 +116,7 @@ def assess(
     return result("compliant", in_place)
 
 
-def excluded(policy: PolicyInfo, namespace: NamespaceInfo) -> bool:
+def excluded(policy: BaselinePolicy, namespace: Namespace) -> bool:
     """Whether the policy's selector matches ``namespace`` but it is listed as excluded."""
     return (
         not namespace.terminating
@@ -126,8 +126,8 @@ def excluded(policy: PolicyInfo, namespace: NamespaceInfo) -> bool:
 
 
 def assess_namespace(
-    namespace: NamespaceInfo,
-    policies: Sequence[PolicyInfo],
+    namespace: Namespace,
+    policies: Sequence[BaselinePolicy],
     plan: Plan,
     now: datetime.datetime,
 ) -> list[Assessment]:
@@ -140,11 +140,13 @@ def assess_namespace(
     for policy in sorted(policies, key=lambda p: p.name):
         if policy_selects(policy, namespace):
             rows.append(assess(plan, policy, now))
-        elif plan.policy_writes(policy.name) or any(a.policy == policy.name for a in plan.audit):
+        elif plan.policy_writes(policy.name) or any(
+            a.policy_name == policy.name for a in plan.audit
+        ):
             row = assess(plan, policy, now)
             rows.append(
                 Assessment(
-                    row.policy,
+                    row.policy_name,
                     row.namespace,
                     row.state,
                     "no longer selected: " + row.detail,

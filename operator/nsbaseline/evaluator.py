@@ -27,12 +27,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nsbaseline import names
+from nsbaseline import canonical, names
+from nsbaseline.model import Namespace
 from nsbaseline.selection import selector_matches
 
 Direction = Literal["ingress", "egress"]
-PROTOCOLS = ("TCP", "UDP", "SCTP")
-MAX_PORT = 65535
+PROTOCOLS = names.PROTOCOLS
+MAX_PORT = names.MAX_PORT
 #: The name ``explain`` shows for a namespace's stand-in pod when no pods are known.
 REPRESENTATIVE = "*"
 
@@ -43,17 +44,6 @@ class ContainerPort:
     port: int
     protocol: str = "TCP"
     name: str | None = None
-
-
-@dataclass(frozen=True)
-class Namespace:
-    name: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def effective_labels(self) -> dict[str, str]:
-        """The labels plus the immutable name label the API server sets on every namespace."""
-        return {**self.labels, names.NAMESPACE_NAME_LABEL: self.name}
 
 
 @dataclass(frozen=True)
@@ -88,7 +78,7 @@ class Pod:
 
 
 @dataclass(frozen=True)
-class Policy:
+class NetworkPolicy:
     """One NetworkPolicy: where it lives and its spec as written."""
 
     namespace: str
@@ -101,11 +91,7 @@ class Policy:
 
     @property
     def policy_types(self) -> frozenset[str]:
-        types = self.spec.get("policyTypes")
-        if types:
-            return frozenset(types)
-        # The API server's defaulting when policyTypes is absent.
-        return frozenset({"Ingress", "Egress"} if self.spec.get("egress") else {"Ingress"})
+        return frozenset(canonical.policy_types(self.spec))
 
     def isolates(self, direction: Direction) -> bool:
         return direction.capitalize() in self.policy_types
@@ -114,7 +100,7 @@ class Policy:
         return list(self.spec.get(direction) or [])
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> Policy:
+    def from_body(cls, body: Mapping[str, Any]) -> NetworkPolicy:
         meta = body.get("metadata") or {}
         return cls(meta.get("namespace") or "default", meta["name"], dict(body.get("spec") or {}))
 
@@ -251,7 +237,7 @@ def _in_block(address: str | None, block: Mapping[str, Any]) -> bool:
 class RuleRef:
     """One rule (and the peer in it) that allows a flow."""
 
-    policy: str
+    network_policy: str
     direction: Direction
     rule: int
     peer: int | None  # None: the rule has no peers, so it allows every peer
@@ -259,7 +245,7 @@ class RuleRef:
 
     def __str__(self) -> str:
         who = "every peer" if self.peer is None else f"peer {self.peer}"
-        return f"{self.policy} {self.direction}[{self.rule}] ({who}, ports {self.ports})"
+        return f"{self.network_policy} {self.direction}[{self.rule}] ({who}, ports {self.ports})"
 
 
 @dataclass(frozen=True)
@@ -322,7 +308,12 @@ class Verdict:
                 "isolated": d.isolated,
                 "isolatedBy": list(d.isolated_by),
                 "allowedBy": [
-                    {"policy": r.policy, "rule": r.rule, "peer": r.peer, "ports": str(r.ports)}
+                    {
+                        "policy": r.network_policy,
+                        "rule": r.rule,
+                        "peer": r.peer,
+                        "ports": str(r.ports),
+                    }
                     for r in rules
                 ],
                 "reason": d.reason(self.protocol, self.port),
@@ -357,14 +348,14 @@ class World:
         self,
         namespaces: Iterable[Namespace] = (),
         pods: Iterable[Pod] = (),
-        policies: Iterable[Policy] = (),
+        network_policies: Iterable[NetworkPolicy] = (),
     ) -> None:
         self.namespaces = {n.name: n for n in namespaces}
         self.pods = list(pods)
-        self.policies = sorted(policies, key=lambda p: (p.namespace, p.name))
+        self.network_policies = sorted(network_policies, key=lambda p: (p.namespace, p.name))
         for pod in self.pods:
             self.namespaces.setdefault(pod.namespace, Namespace(pod.namespace))
-        for policy in self.policies:
+        for policy in self.network_policies:
             self.namespaces.setdefault(policy.namespace, Namespace(policy.namespace))
 
     def namespace_labels(self, name: str) -> dict[str, str]:
@@ -381,15 +372,15 @@ class World:
         pod = self.pod_by_ip(ip)
         return Endpoint(pod=pod) if pod is not None else Endpoint(ip=ip)
 
-    def selecting(self, pod: Pod) -> list[Policy]:
+    def selecting(self, pod: Pod) -> list[NetworkPolicy]:
         return [
             p
-            for p in self.policies
+            for p in self.network_policies
             if p.namespace == pod.namespace
             and selector_matches(p.spec.get("podSelector") or {}, pod.labels)
         ]
 
-    def peer_matches(self, policy: Policy, peer: Mapping[str, Any], other: Endpoint) -> bool:
+    def peer_matches(self, policy: NetworkPolicy, peer: Mapping[str, Any], other: Endpoint) -> bool:
         """Whether ``other`` is one of the peers ``peer`` (of ``policy``) describes."""
         if peer.get("ipBlock"):
             return _in_block(other.address, peer["ipBlock"])
@@ -478,8 +469,8 @@ __all__ = [
     "DirectionResult",
     "Endpoint",
     "Namespace",
+    "NetworkPolicy",
     "Pod",
-    "Policy",
     "PortSet",
     "RuleRef",
     "Verdict",

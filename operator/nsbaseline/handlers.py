@@ -19,7 +19,7 @@ from typing import Any, cast
 import kopf
 
 from nsbaseline import kopfpatch, kube, names
-from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo, is_candidate
+from nsbaseline.model import BaselinePolicy, ManagedObject, Namespace, is_candidate
 from nsbaseline.reconciler import Reconciler, Settings
 
 logger = logging.getLogger("nsbaseline")
@@ -56,7 +56,7 @@ class KopfIndexState:
         self._objects = objects
         self._policies = policies
 
-    def namespace(self, name: str) -> NamespaceInfo | None:
+    def namespace(self, name: str) -> Namespace | None:
         store = self._namespaces.get(name)
         return next(iter(store), None) if store is not None else None
 
@@ -67,7 +67,7 @@ class KopfIndexState:
         store = self._objects.get(namespace)
         return list(store) if store is not None else []
 
-    def policies(self) -> dict[str, PolicyInfo]:
+    def policies(self) -> dict[str, BaselinePolicy]:
         return {name: next(iter(store)) for name, store in self._policies.items() if store}
 
 
@@ -181,8 +181,8 @@ def _reconciler(kwargs: dict[str, Any]) -> Reconciler:
 
 # ----- indexes ------------------------------------------------------------------------------
 @kopf.index("namespaces")
-def namespace_index(name: str, body: kopf.Body, **_: Any) -> dict[str, NamespaceInfo]:
-    return {name: NamespaceInfo.from_body(body)}
+def namespace_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Namespace]:
+    return {name: Namespace.from_body(body)}
 
 
 @kopf.index("networking.k8s.io", "v1", "networkpolicies", when=lambda body, **_: is_candidate(body))
@@ -193,8 +193,8 @@ def object_index(
 
 
 @kopf.index(names.GROUP, names.VERSION, names.PLURAL)
-def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, PolicyInfo]:
-    return {name: PolicyInfo.from_body(body)}
+def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, BaselinePolicy]:
+    return {name: BaselinePolicy.from_body(body)}
 
 
 # ----- triggers -----------------------------------------------------------------------------
@@ -226,5 +226,5 @@ async def network_policy_event(
 
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
 async def policy_event(name: str, body: kopf.Body, type: str, **kwargs: Any) -> None:
-    policy = None if type == "DELETED" else PolicyInfo.from_body(body)
+    policy = None if type == "DELETED" else BaselinePolicy.from_body(body)
     _reconciler(kwargs).policy_changed(policy, name)

@@ -31,9 +31,10 @@ from typing import Any, Literal
 
 import yaml
 
-from nsbaseline import exceptions, names
-from nsbaseline.evaluator import REPRESENTATIVE, Endpoint, Namespace, Pod, Policy, World
+from nsbaseline import exemptions, names
+from nsbaseline.evaluator import REPRESENTATIVE, Endpoint, NetworkPolicy, Pod, World
 from nsbaseline.explain import dns_pod
+from nsbaseline.model import Namespace
 from nsbaseline.schema import SpecError
 from nsbaseline.selection import selector_matches
 from nsbaseline.spec import BaselinePolicySpec
@@ -212,12 +213,12 @@ class Linter:
         self._dns(policies)
         for doc in self.docs:
             if _kind(doc.data) == names.KIND:
-                self._exceptions(doc)
+                self._exemptions(doc)
         return sorted(self.findings, key=lambda f: (f.file, f.line or 0, f.code))
 
     # -- per policy
     def _policy(self, doc: Located) -> None:
-        policy = Policy.from_body(doc.data)
+        policy = NetworkPolicy.from_body(doc.data)
         spec = policy.spec
         if self.context.pods and not _is_all(spec.get("podSelector")):
             in_ns = [p for p in self.context.pods if p.namespace == policy.namespace]
@@ -251,7 +252,9 @@ class Linter:
                         )
                         break
 
-    def _peer(self, doc: Located, policy: Policy, peer: Mapping[str, Any], path: Path_) -> None:
+    def _peer(
+        self, doc: Located, policy: NetworkPolicy, peer: Mapping[str, Any], path: Path_
+    ) -> None:
         ns_sel = peer.get("namespaceSelector")
         if ns_sel is not None:
             for i, key in enumerate(_selector_keys(ns_sel)):
@@ -327,16 +330,16 @@ class Linter:
 
     # -- per namespace
     def _dns(self, policies: Sequence[Located]) -> None:
-        by_ns: dict[str, list[tuple[Located, Policy]]] = {}
+        by_ns: dict[str, list[tuple[Located, NetworkPolicy]]] = {}
         for doc in policies:
-            policy = Policy.from_body(doc.data)
+            policy = NetworkPolicy.from_body(doc.data)
             by_ns.setdefault(policy.namespace, []).append((doc, policy))
         for ns, entries in sorted(by_ns.items()):
             pods = [p for p in self.context.pods if p.namespace == ns] or [Pod(ns, REPRESENTATIVE)]
             world = World(self.context.namespaces, [*pods], [p for _, p in entries])
             dns = Endpoint(pod=dns_pod(self.context.pods))
             broken = []
-            first: tuple[Located, Policy] | None = None
+            first: tuple[Located, NetworkPolicy] | None = None
             for pod in pods:
                 verdict = world.check(Endpoint(pod=pod), dns, "UDP", 53)
                 if verdict.egress.isolated and not verdict.allowed:
@@ -362,13 +365,13 @@ class Linter:
             )
 
     # -- BaselinePolicy exceptions
-    def _exceptions(self, doc: Located) -> None:
+    def _exemptions(self, doc: Located) -> None:
         try:
             spec = BaselinePolicySpec.from_json(doc.data.get("spec") or {})
         except SpecError as exc:
             self.add(doc, "error", "invalid-policy", exc.reason, exc.path)
             return
-        now = exceptions.now()
+        now = exemptions.now()
         for i, entry in enumerate(spec.exceptions or ()):
             path: Path_ = ("spec", "exceptions", i)
             if entry.deadline is not None and not entry.active(now):
@@ -423,8 +426,7 @@ def context_from(docs: Iterable[Located], base: Context) -> Context:
     for doc in docs:
         kind = _kind(doc.data)
         if kind == "Namespace":
-            meta = doc.data.get("metadata") or {}
-            base.namespaces.append(Namespace(meta["name"], dict(meta.get("labels") or {})))
+            base.namespaces.append(Namespace.from_body(doc.data))
         elif kind == "Pod":
             base.pods.append(Pod.from_body(doc.data))
     return base

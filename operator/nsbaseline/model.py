@@ -6,6 +6,7 @@ body wrappers and the in-memory indexes stay small (only the fields we use are k
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,17 +17,27 @@ from nsbaseline.spec import BaselinePolicySpec
 
 
 @dataclass(frozen=True)
-class NamespaceInfo:
-    """What templates and selectors may know about a namespace."""
+class Namespace:
+    """A namespace as selectors, templates and the NetworkPolicy evaluator see it."""
 
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     terminating: bool = False
 
+    @property
+    def effective_labels(self) -> dict[str, str]:
+        """The labels plus the immutable name label the API server sets on every namespace."""
+        return {**self.labels, names.NAMESPACE_NAME_LABEL: self.name}
+
+    def with_name_label(self) -> Namespace:
+        """This namespace as the API server stores it (for namespaces described offline)."""
+        return dataclasses.replace(self, labels=self.effective_labels)
+
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> NamespaceInfo:
-        meta = body.get("metadata", {})
+    def from_body(cls, body: Mapping[str, Any]) -> Namespace:
+        """Read a Namespace manifest or watch body (``metadata.name`` required)."""
+        meta = body.get("metadata") or {}
         status = body.get("status") or {}
         return cls(
             name=meta["name"],
@@ -37,7 +48,7 @@ class NamespaceInfo:
 
 
 @dataclass(frozen=True)
-class PolicyInfo:
+class BaselinePolicy:
     """A BaselinePolicy with its defaults applied (the same defaults the CRD schema declares)."""
 
     name: str
@@ -71,7 +82,7 @@ class PolicyInfo:
         }
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> PolicyInfo:
+    def from_body(cls, body: Mapping[str, Any]) -> BaselinePolicy:
         """Read a BaselinePolicy; :class:`~nsbaseline.schema.SpecError` when its spec has a
         value of the wrong type (never for one the API server stored)."""
         meta = body.get("metadata", {})

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from nsbaseline import canonical, exceptions, metrics, names
+from nsbaseline import canonical, exemptions, metrics, names
 from nsbaseline.assessment import Assessment, assess
 from nsbaseline.kube import ApiError, KubeClient
-from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo
+from nsbaseline.model import BaselinePolicy, ManagedObject, Namespace
 from nsbaseline.plan import Action, Plan, build_plan
 from nsbaseline.render import TemplateSet, render_policy
 from nsbaseline.selection import policies_for
@@ -41,10 +41,10 @@ RELIST_SETTLE = 3.0
 class StateView(Protocol):
     """Read access to the watched state (Kopf indexes in the operator, dicts in tests)."""
 
-    def namespace(self, name: str) -> NamespaceInfo | None: ...
+    def namespace(self, name: str) -> Namespace | None: ...
     def namespace_names(self) -> Iterable[str]: ...
     def objects_in(self, namespace: str) -> list[ManagedObject]: ...
-    def policies(self) -> dict[str, PolicyInfo]: ...
+    def policies(self) -> dict[str, BaselinePolicy]: ...
 
 
 @dataclass
@@ -148,7 +148,7 @@ class Reconciler:
         for ns in sorted(names_):
             self.enqueue(ns)
 
-    def policy_changed(self, policy: PolicyInfo | None, name: str) -> None:
+    def policy_changed(self, policy: BaselinePolicy | None, name: str) -> None:
         """A BaselinePolicy event: re-reconcile everything only when its spec really changed.
 
         Our own status writes come back as events too; reacting to those would start a sweep
@@ -258,7 +258,7 @@ class Reconciler:
             return True
         policies = self.state.policies()
         selecting = policies_for(list(policies.values()), info)
-        now = exceptions.now()
+        now = exemptions.now()
         renders = [render_policy(self.templates, info, p, now) for p in selecting]
         self._schedule_expiries(namespace, selecting, now)
         plan = build_plan(
@@ -272,12 +272,12 @@ class Reconciler:
         return not failed
 
     def _schedule_expiries(
-        self, namespace: str, selecting: Iterable[PolicyInfo], now: datetime.datetime
+        self, namespace: str, selecting: Iterable[BaselinePolicy], now: datetime.datetime
     ) -> None:
         """Re-reconcile ``namespace`` exactly when an active exception ends (no sweep delay)."""
         loop = asyncio.get_running_loop()
         for policy in selecting:
-            when = exceptions.next_expiry(policy.spec, namespace, now)
+            when = exemptions.next_expiry(policy.spec, namespace, now)
             if when is None:
                 continue
             key = (namespace, policy.name, when)
@@ -305,7 +305,7 @@ class Reconciler:
         for phase in plan.phases:
             runnable = []
             for action in phase:
-                if action.policy in stopped:
+                if action.policy_name in stopped:
                     failed.setdefault(action.name, "not attempted: an earlier step failed")
                 else:
                     runnable.append(action)
@@ -315,7 +315,7 @@ class Reconciler:
             for action, result in zip(runnable, results, strict=True):
                 if isinstance(result, BaseException):
                     failed[action.name] = _describe(result)
-                    stopped.add(action.policy)
+                    stopped.add(action.policy_name)
                     logger.warning(
                         "%s of NetworkPolicy %s/%s failed: %s",
                         action.verb,
@@ -350,7 +350,7 @@ class Reconciler:
                 action.namespace,
                 "Removed",
                 f"Removed NetworkPolicy {action.name} ({action.piece}) of BaselinePolicy "
-                f"{action.policy}: no longer selected",
+                f"{action.policy_name}: no longer selected",
             )
             return
         assert action.body is not None
@@ -380,8 +380,8 @@ class Reconciler:
                     "uid": written.uid,
                 },
                 "Repaired",
-                f"Restored NetworkPolicy {action.name} of BaselinePolicy {action.policy} after "
-                f"it was {'deleted' if action.verb == 'Create' else 'changed'}",
+                f"Restored NetworkPolicy {action.name} of BaselinePolicy {action.policy_name} "
+                f"after it was {'deleted' if action.verb == 'Create' else 'changed'}",
                 "Warning",
             )
 
@@ -392,11 +392,13 @@ class Reconciler:
         for key in [k for k in self.applied_hashes if k[0] == namespace]:
             del self.applied_hashes[key]
 
-    def _record(self, plan: Plan, selecting: list[PolicyInfo], failed: Mapping[str, str]) -> None:
+    def _record(
+        self, plan: Plan, selecting: list[BaselinePolicy], failed: Mapping[str, str]
+    ) -> None:
         ns = plan.namespace
         previous = self.outcomes.get(ns, {})
         current: dict[str, Assessment] = {}
-        now = exceptions.now()
+        now = exemptions.now()
         for policy in selecting:
             current[policy.name] = assess(plan, policy, now, failed=failed, executed=True)
         for name in set(previous) | set(current):
@@ -418,7 +420,7 @@ class Reconciler:
         if created:
             by_policy: dict[str, list[str]] = {}
             for a in created:
-                by_policy.setdefault(a.policy, []).append(a.piece)
+                by_policy.setdefault(a.policy_name, []).append(a.piece)
             for policy, pieces in sorted(by_policy.items()):
                 self._event_namespace(
                     ns, "Applied", f"Applied BaselinePolicy {policy}: {', '.join(sorted(pieces))}"
@@ -506,7 +508,7 @@ class Reconciler:
             outcomes = [o[name] for o in self.outcomes.values() if name in o]
             previous = self._status_written.get(name) or dict(policy.status)
             status = policy_status(policy.generation, policy.audit, outcomes, previous, _now())
-            status["exceptions"] = exceptions.status_entries(policy.spec, exceptions.now())
+            status["exceptions"] = exemptions.status_entries(policy.spec, exemptions.now())
             metrics.MATCHED.labels(name).set(status["matchedNamespaces"])
             metrics.COMPLIANT.labels(name).set(status["compliantNamespaces"])
             if _comparable(status) == _comparable(dict(policy.status)):

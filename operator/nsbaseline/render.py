@@ -26,8 +26,8 @@ from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from nsbaseline import canonical, exceptions, names
-from nsbaseline.model import NamespaceInfo, PolicyInfo
+from nsbaseline import canonical, exemptions, names
+from nsbaseline.model import BaselinePolicy, Namespace
 from nsbaseline.params import ParamError, namespace_params
 
 TEMPLATE_SUFFIX = ".yaml.j2"
@@ -48,12 +48,12 @@ except AttributeError:  # pragma: no cover - depends on the PyYAML build
 class RenderError(Exception):
     """A template failed for a namespace; the message names both so people can find it."""
 
-    def __init__(self, template: str, namespace: str, message: str, policy: str = "") -> None:
+    def __init__(self, template: str, namespace: str, message: str, policy_name: str = "") -> None:
         super().__init__(f"template {template!r} for namespace {namespace!r}: {message}")
         self.template = template
         self.namespace = namespace
         self.reason = message
-        self.policy = policy
+        self.policy_name = policy_name
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -195,9 +195,9 @@ def builtin_template_dir() -> Path:
 
 @dataclass(frozen=True)
 class RenderedObject:
-    """One desired NetworkPolicy, with the policy and piece it belongs to."""
+    """One desired NetworkPolicy, with the BaselinePolicy and piece it belongs to."""
 
-    policy: str
+    policy_name: str
     piece: str
     body: Mapping[str, Any]
 
@@ -297,7 +297,7 @@ class TemplateSet:
         return "".join(chunks)
 
     def render(
-        self, name: str, namespace: NamespaceInfo, policy: PolicyInfo
+        self, name: str, namespace: Namespace, policy: BaselinePolicy
     ) -> RenderedObject | None:
         """Render template ``name`` for ``namespace``; ``None`` when it renders nothing.
 
@@ -326,11 +326,11 @@ class TemplateSet:
             if len(self._rendered) > RENDER_CACHE_SIZE:
                 self._rendered.popitem(last=False)
         if isinstance(cached, RenderError):
-            raise RenderError(cached.template, cached.namespace, cached.reason, cached.policy)
+            raise RenderError(cached.template, cached.namespace, cached.reason, cached.policy_name)
         return cached
 
     def _render_uncached(
-        self, name: str, namespace: NamespaceInfo, policy: PolicyInfo
+        self, name: str, namespace: Namespace, policy: BaselinePolicy
     ) -> RenderedObject | None:
         try:
             params = namespace_params(namespace.annotations)
@@ -362,7 +362,7 @@ class TemplateSet:
         return _parse(name, text, namespace.name, policy)
 
 
-def _template_values(policy: PolicyInfo, name: str) -> dict[str, Any]:
+def _template_values(policy: BaselinePolicy, name: str) -> dict[str, Any]:
     for entry in policy.spec.templates or ():
         if entry.name == name:
             return dict(entry.values or {})
@@ -395,7 +395,7 @@ def _load_docs(text: str) -> list[Any]:
     return docs
 
 
-def _parse(piece: str, text: str, namespace: str, policy: PolicyInfo) -> RenderedObject | None:
+def _parse(piece: str, text: str, namespace: str, policy: BaselinePolicy) -> RenderedObject | None:
     try:
         docs = _load_docs(text)
     except yaml.YAMLError as exc:
@@ -411,7 +411,7 @@ def _parse(piece: str, text: str, namespace: str, policy: PolicyInfo) -> Rendere
 
 
 def _validate(
-    piece: str, doc: dict[str, Any], namespace: str, policy: PolicyInfo
+    piece: str, doc: dict[str, Any], namespace: str, policy: BaselinePolicy
 ) -> dict[str, Any]:
     def fail(message: str) -> RenderError:
         return RenderError(piece, namespace, message)
@@ -475,7 +475,7 @@ def _validate(
     }
 
 
-def pieces_of(policy: PolicyInfo) -> list[str]:
+def pieces_of(policy: BaselinePolicy) -> list[str]:
     """Every template a policy renders: the built-ins, then its extra templates by name."""
     extra = sorted(t.name for t in policy.spec.templates or ())
     return [*names.BUILTIN_PIECES, *(e for e in extra if e not in names.BUILTIN_PIECES)]
@@ -485,15 +485,15 @@ def pieces_of(policy: PolicyInfo) -> list[str]:
 class PolicyRender:
     """Everything one policy wants in one namespace, or the errors that stopped it."""
 
-    policy: PolicyInfo
+    policy: BaselinePolicy
     objects: tuple[RenderedObject, ...]
     errors: tuple[RenderError, ...]
 
 
 def render_policy(
     templates: TemplateSet,
-    namespace: NamespaceInfo,
-    policy: PolicyInfo,
+    namespace: Namespace,
+    policy: BaselinePolicy,
     now: datetime.datetime | None = None,
 ) -> PolicyRender:
     """Render all pieces of ``policy`` for ``namespace``, collecting every error.
@@ -503,14 +503,14 @@ def render_policy(
     """
     objects: list[RenderedObject] = []
     errors: list[RenderError] = []
-    held_back = exceptions.excepted_pieces(policy.spec, namespace.name, now or exceptions.now())
+    held_back = exemptions.held_back(policy.spec, namespace.name, now or exemptions.now())
     for piece in pieces_of(policy):
         if piece in held_back:
             continue
         try:
             rendered = templates.render(piece, namespace, policy)
         except RenderError as exc:
-            exc.policy = policy.name
+            exc.policy_name = policy.name
             errors.append(exc)
             continue
         if rendered is not None:

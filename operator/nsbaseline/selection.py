@@ -3,7 +3,7 @@
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from nsbaseline.model import NamespaceInfo, PolicyInfo
+from nsbaseline.model import BaselinePolicy, Namespace
 from nsbaseline.spec import LabelSelector
 
 
@@ -51,7 +51,7 @@ def selector_matches(
     return all(_expression_matches(labels, *expression) for expression in expressions)
 
 
-def policy_selects(policy: PolicyInfo, namespace: NamespaceInfo) -> bool:
+def policy_selects(policy: BaselinePolicy, namespace: Namespace) -> bool:
     """True when ``policy`` should keep a baseline in ``namespace``.
 
     A namespace being deleted is never selected: writing into it would only race the namespace
@@ -64,6 +64,6 @@ def policy_selects(policy: PolicyInfo, namespace: NamespaceInfo) -> bool:
     return selector_matches(policy.spec.namespace_selector, namespace.labels)
 
 
-def policies_for(policies: Sequence[PolicyInfo], namespace: NamespaceInfo) -> list[PolicyInfo]:
+def policies_for(policies: Sequence[BaselinePolicy], namespace: Namespace) -> list[BaselinePolicy]:
     """The policies that select ``namespace``, sorted by name for deterministic output."""
     return sorted((p for p in policies if policy_selects(p, namespace)), key=lambda p: p.name)

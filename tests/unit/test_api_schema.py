@@ -14,7 +14,7 @@ import yaml
 
 from hack import gen_crd
 from nsbaseline import crd
-from nsbaseline.model import PolicyInfo
+from nsbaseline.model import BaselinePolicy
 from nsbaseline.spec import BaselinePolicySpec, LabelSelector
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,7 +133,9 @@ def test_defaults_of_an_empty_spec() -> None:
 def test_null_selector_gets_the_opt_in_default_not_everything() -> None:
     """``namespaceSelector:`` left empty in YAML is null; the API server prunes it and defaults
     it, so offline rendering must not read it as "no selector, select every namespace"."""
-    policy = PolicyInfo.from_body({"metadata": {"name": "p"}, "spec": {"namespaceSelector": None}})
+    policy = BaselinePolicy.from_body(
+        {"metadata": {"name": "p"}, "spec": {"namespaceSelector": None}}
+    )
     assert policy.spec.namespace_selector == LabelSelector(
         match_labels={"nsbaseline.io/enabled": "true"}
     )

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from nsbaseline import names
-from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo
+from nsbaseline.model import BaselinePolicy, ManagedObject, Namespace
 from nsbaseline.plan import Action
 from nsbaseline.reconciler import Reconciler, Settings
 
@@ -42,8 +42,8 @@ class FakeState:
     def __init__(self, objects: list[ManagedObject]) -> None:
         self.objects = objects
 
-    def namespace(self, name: str) -> NamespaceInfo | None:
-        return NamespaceInfo(name) if name == NS else None
+    def namespace(self, name: str) -> Namespace | None:
+        return Namespace(name) if name == NS else None
 
     def namespace_names(self) -> Iterable[str]:
         return [NS]
@@ -51,7 +51,7 @@ class FakeState:
     def objects_in(self, namespace: str) -> list[ManagedObject]:
         return [o for o in self.objects if o.namespace == namespace]
 
-    def policies(self) -> dict[str, PolicyInfo]:
+    def policies(self) -> dict[str, BaselinePolicy]:
         return {}
 
 

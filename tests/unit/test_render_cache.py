@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from nsbaseline.model import NamespaceInfo, PolicyInfo
+from nsbaseline.model import BaselinePolicy, Namespace
 from nsbaseline.render import RenderError, TemplateSet
 
 
-def _policy(port: int, uid: str = "u1") -> PolicyInfo:
+def _policy(port: int, uid: str = "u1") -> BaselinePolicy:
     body = {
         "metadata": {"name": "p", "uid": uid},
         "spec": {"monitoring": {"enabled": True, "ports": [{"port": port}]}},
     }
-    return PolicyInfo.from_body(body)
+    return BaselinePolicy.from_body(body)
 
 
-def _ports(templates: TemplateSet, ns: NamespaceInfo, policy: PolicyInfo) -> object:
+def _ports(templates: TemplateSet, ns: Namespace, policy: BaselinePolicy) -> object:
     rendered = templates.render("allow-monitoring", ns, policy)
     assert rendered is not None
     return rendered.body["spec"]["ingress"][0].get("ports")
@@ -24,17 +24,17 @@ def _ports(templates: TemplateSet, ns: NamespaceInfo, policy: PolicyInfo) -> obj
 
 def test_a_repeated_render_returns_the_remembered_object() -> None:
     templates = TemplateSet()
-    ns = NamespaceInfo("team-a", {"kubernetes.io/metadata.name": "team-a"}, {})
+    ns = Namespace("team-a", {"kubernetes.io/metadata.name": "team-a"}, {})
     first = templates.render("allow-monitoring", ns, _policy(9100))
     assert templates.render("allow-monitoring", ns, _policy(9100)) is first
 
 
 def test_a_changed_policy_spec_annotation_or_uid_renders_again() -> None:
     templates = TemplateSet()
-    ns = NamespaceInfo("team-a", {}, {})
+    ns = Namespace("team-a", {}, {})
     assert _ports(templates, ns, _policy(9100)) == [{"port": 9100, "protocol": "TCP"}]
     assert _ports(templates, ns, _policy(9101)) == [{"port": 9101, "protocol": "TCP"}]
-    annotated = NamespaceInfo("team-a", {}, {"nsbaseline.io/monitoring-ports": "8000"})
+    annotated = Namespace("team-a", {}, {"nsbaseline.io/monitoring-ports": "8000"})
     assert _ports(templates, annotated, _policy(9101)) == [{"port": 8000, "protocol": "TCP"}]
     other = templates.render("allow-monitoring", ns, _policy(9101, uid="u2"))
     assert other is not None
@@ -43,7 +43,7 @@ def test_a_changed_policy_spec_annotation_or_uid_renders_again() -> None:
 
 def test_a_remembered_failure_is_raised_again_for_the_same_inputs() -> None:
     templates = TemplateSet()
-    ns = NamespaceInfo("team-a", {}, {"nsbaseline.io/monitoring-ports": "99999999"})
+    ns = Namespace("team-a", {}, {"nsbaseline.io/monitoring-ports": "99999999"})
     for _ in range(2):
         with pytest.raises(RenderError, match="team-a"):
             templates.render("allow-monitoring", ns, _policy(9100))

@@ -98,3 +98,21 @@ def test_the_crd_spec_schema_is_generated_from_the_model() -> None:
         {"port": 53, "protocol": "TCP"},
     ]
     assert dns["properties"]["ports"]["items"]["required"] == ["port"]
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [
+        ("http", True),
+        ("metrics-2", True),
+        ("a", True),
+        ("8080", False),  # all digits: a number, not a name
+        ("http--alt", False),
+        ("-http", False),
+        ("HTTP", False),
+        ("a-very-long-port-name", False),
+    ],
+)
+def test_port_names_follow_one_rule(text: str, valid: bool) -> None:
+    """names.is_port_name is the rule the CRD states in its schema and CEL (spec_blocks.Port)."""
+    assert names.is_port_name(text) is valid

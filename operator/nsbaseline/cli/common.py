@@ -17,7 +17,7 @@ import click
 import yaml
 
 from nsbaseline import kube, names
-from nsbaseline.model import PolicyInfo
+from nsbaseline.model import BaselinePolicy
 from nsbaseline.schema import SpecError
 
 EXIT_RENDER_ERROR = 1
@@ -129,7 +129,7 @@ def load_yaml_docs(path: Path) -> list[dict[str, Any]]:
     return docs
 
 
-def policies_from(docs: Sequence[dict[str, Any]], path: Path) -> list[PolicyInfo]:
+def policies_from(docs: Sequence[dict[str, Any]], path: Path) -> list[BaselinePolicy]:
     """The BaselinePolicies among ``docs`` (other kinds are skipped, and said so)."""
     policies = []
     for doc in docs:
@@ -146,7 +146,7 @@ def policies_from(docs: Sequence[dict[str, Any]], path: Path) -> list[PolicyInfo
         if not isinstance(doc.get("spec", {}), dict):
             raise CliError(f"{path}: spec must be a mapping")
         try:
-            policies.append(PolicyInfo.from_body(doc))
+            policies.append(BaselinePolicy.from_body(doc))
         except SpecError as exc:
             raise CliError(f"{path}: {names.KIND} {doc['metadata']['name']}: {exc}") from exc
     if not policies:

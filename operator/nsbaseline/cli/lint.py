@@ -21,7 +21,7 @@ from nsbaseline.cli.common import (
     templates_dir_option,
     with_cluster,
 )
-from nsbaseline.model import NamespaceInfo, PolicyInfo
+from nsbaseline.model import BaselinePolicy, Namespace
 from nsbaseline.render import TEMPLATE_SUFFIX, TemplateSet, builtin_template_dir, render_policy
 from nsbaseline.schema import SpecError
 
@@ -71,7 +71,7 @@ def lint(
     lint_context = lint_.Context(pod_cidrs=tuple(pod_cidr), service_cidrs=tuple(service_cidr))
     docs: list[lint_.Located] = []
     findings: list[lint_.Finding] = []
-    namespace = NamespaceInfo(sample, {names.NAMESPACE_NAME_LABEL: sample})
+    namespace = Namespace(sample).with_name_label()
     templates = TemplateSet(templates_dir)
     for path in files:
         try:
@@ -85,7 +85,7 @@ def lint(
             if isinstance(doc.data, dict) and doc.data.get("kind") == names.KIND:
                 line = doc.line(())
                 try:
-                    policy = PolicyInfo.from_body(doc.data)
+                    policy = BaselinePolicy.from_body(doc.data)
                 except (SpecError, KeyError, TypeError):
                     continue  # not renderable: lint reports why (invalid-policy)
                 rendered = render_policy(templates, namespace, policy)
@@ -133,11 +133,11 @@ def lint(
         sys.exit(1)
 
 
-def _lint_template_policy(policy_file: Path | None, templates: TemplateSet) -> PolicyInfo:
+def _lint_template_policy(policy_file: Path | None, templates: TemplateSet) -> BaselinePolicy:
     if policy_file is not None:
         return policies_from(load_yaml_docs(policy_file), policy_file)[0]
     extra = sorted(n for n in templates.sources if n not in names.BUILTIN_PIECES)
-    return PolicyInfo.from_body(
+    return BaselinePolicy.from_body(
         {
             "metadata": {"name": "lint"},
             "spec": {
