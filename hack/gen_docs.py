@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from nsbaseline import crd, names
-from nsbaseline.assessment import Assessment
+from nsbaseline.assessment import Assessment, Failure
 from nsbaseline.spec import BaselinePolicySpec
 from nsbaseline.status import policy_status
 
@@ -151,7 +151,11 @@ SITUATIONS: tuple[tuple[str, bool, tuple[Assessment, ...]], ...] = (
         False,
         (
             Assessment(
-                "p", "team-a", "error", "", errors=(("allow-dns", "template 'allow-dns' ..."),)
+                "p",
+                "team-a",
+                "error",
+                "",
+                errors=(Failure("allow-dns", "template 'allow-dns' ...", "template"),),
             ),
         ),
     ),

@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from nsbaseline import exemptions
 from nsbaseline.model import BaselinePolicy, Namespace
@@ -34,6 +34,16 @@ State = Literal[
 ]
 #: States in which the namespace holds what the policy asks (Ready counts these).
 SATISFIED: frozenset[str] = frozenset({"compliant", "exception"})
+#: Why a piece is missing: its template failed, or the API server refused to write it.
+ErrorKind = Literal["template", "write"]
+
+
+class Failure(NamedTuple):
+    """One piece that is not in place, and why (an ``error`` state)."""
+
+    piece: str
+    message: str
+    kind: ErrorKind
 
 
 @dataclass(frozen=True)
@@ -45,8 +55,7 @@ class Assessment:
     state: State
     detail: str
     conflicts: tuple[str, ...] = ()
-    #: (template or piece, message)
-    errors: tuple[tuple[str, str], ...] = ()
+    errors: tuple[Failure, ...] = ()
     #: (object name, verb): Audit mode's would-be writes, or drift not yet repaired.
     pending: tuple[tuple[str, str], ...] = ()
     #: How many NetworkPolicies the policy keeps in this namespace.
@@ -77,12 +86,15 @@ def assess(
     failed = failed or {}
     name, ns = policy.name, plan.namespace
     writes = plan.policy_writes(name)
-    render_errors = tuple((e.template, str(e)) for e in plan.errors if e.policy_name == name)
+    render_errors = tuple(
+        Failure(e.template, str(e), "template") for e in plan.errors if e.policy_name == name
+    )
     write_errors = tuple(
-        (
+        Failure(
             a.piece,
             f"template {a.piece!r} for namespace {ns!r}: API server refused "
             f"{a.verb.lower()} of {ns}/{a.name}: {failed[a.name]}",
+            "write",
         )
         for a in writes
         if a.name in failed
@@ -98,7 +110,7 @@ def assess(
         return Assessment(name, ns, state, detail, conflicts, errors, pending, managed)
 
     if errors:
-        return result("error", errors[0][1])
+        return result("error", errors[0].message)
     if conflicts:
         return result("conflict", ", ".join(conflicts) + " not managed by nsbaseline")
     if audit:
@@ -163,4 +175,13 @@ def assess_namespace(
     return rows
 
 
-__all__ = ["SATISFIED", "Assessment", "State", "assess", "assess_namespace", "excluded"]
+__all__ = [
+    "SATISFIED",
+    "Assessment",
+    "ErrorKind",
+    "Failure",
+    "State",
+    "assess",
+    "assess_namespace",
+    "excluded",
+]

@@ -438,14 +438,14 @@ class Reconciler:
                     )
                     self._event_policy(policy, "Conflict", message)
                     self._event_namespace(ns, "Conflict", message, "Warning")
-            for template, message in outcome.errors:
+            for template, message, kind in outcome.errors:
                 key = ("error", ns, policy, template, message)
                 live.add(key)
                 if key not in self._reported:
                     metrics.TEMPLATE_ERRORS.labels(template).inc()
                     self._event_policy(
                         policy,
-                        "TemplateError" if "API server" not in message else "ApplyFailed",
+                        "TemplateError" if kind == "template" else "ApplyFailed",
                         message,
                     )
         stale = {k for k in self._reported if k[1] == ns} - live

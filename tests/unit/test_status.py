@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nsbaseline.assessment import Assessment
+from nsbaseline.assessment import Assessment, Failure
 from nsbaseline.status import MAX_ENTRIES, policy_status
 
 T1 = "2030-01-01T00:00:00Z"
@@ -53,7 +53,11 @@ def test_template_error_degrades_with_template_and_namespace_in_the_message() ->
         "team-b",
         "error",
         "",
-        errors=(("allow-dns", "template 'allow-dns' for namespace 'team-b': undefined"),),
+        errors=(
+            Failure(
+                "allow-dns", "template 'allow-dns' for namespace 'team-b': undefined", "template"
+            ),
+        ),
     )
     status = policy_status(1, False, [compliant("a"), failed], {}, T1)
     ready, degraded = conditions(status)["Ready"], conditions(status)["Degraded"]
@@ -85,7 +89,7 @@ def test_conflict_degrades_and_names_the_foreign_object() -> None:
 def test_errors_take_precedence_over_conflicts_in_the_reason() -> None:
     outcomes = [
         Assessment("base", "a", "conflict", "", conflicts=("x",)),
-        Assessment("base", "b", "error", "", errors=(("t", "boom"),)),
+        Assessment("base", "b", "error", "", errors=(Failure("t", "boom", "template"),)),
     ]
     degraded = conditions(policy_status(1, False, outcomes, {}, T1))["Degraded"]
     assert degraded["reason"] == "TemplateError"
@@ -105,7 +109,11 @@ def test_last_transition_time_is_kept_while_status_does_not_flip() -> None:
 def test_last_transition_time_moves_when_status_flips() -> None:
     first = policy_status(1, False, [compliant("a")], {}, T1)
     broken = policy_status(
-        1, False, [Assessment("base", "a", "error", "", errors=(("t", "m"),))], first, T2
+        1,
+        False,
+        [Assessment("base", "a", "error", "", errors=(Failure("t", "m", "write"),))],
+        first,
+        T2,
     )
     assert conditions(broken)["Ready"]["lastTransitionTime"] == T2
     assert conditions(broken)["Degraded"]["lastTransitionTime"] == T2
