@@ -50,22 +50,22 @@ def test_a_remembered_failure_is_raised_again_for_the_same_inputs() -> None:
 
 
 def test_parsed_text_is_remembered_as_fresh_objects() -> None:
-    from nsbaseline import render
+    from nsbaseline import rendered
 
     text = "apiVersion: v1\nkind: Thing\nspec: {ports: [1, 2]}\n"
-    first = render._load_docs(text)
+    first = rendered.load_docs(text)
     first[0]["spec"]["ports"].append(3)  # a caller's mutation must not leak into the cache
-    assert render._load_docs(text) == [
+    assert rendered.load_docs(text) == [
         {"apiVersion": "v1", "kind": "Thing", "spec": {"ports": [1, 2]}}
     ]
-    assert text in render._PARSED
+    assert text in rendered._PARSED
 
 
 def test_documents_json_cannot_represent_are_not_remembered() -> None:
     import datetime
 
-    from nsbaseline import render
+    from nsbaseline import rendered
 
     text = "when: 2024-01-02\n"
-    assert render._load_docs(text) == [{"when": datetime.date(2024, 1, 2)}]
-    assert text not in render._PARSED
+    assert rendered.load_docs(text) == [{"when": datetime.date(2024, 1, 2)}]
+    assert text not in rendered._PARSED

@@ -10,13 +10,8 @@ from __future__ import annotations
 import pytest
 
 from nsbaseline.model import Namespace
-from nsbaseline.render import (
-    MAX_INT_ARGUMENT,
-    MAX_OUTPUT_CHARS,
-    RenderError,
-    TemplateSet,
-    render_policy,
-)
+from nsbaseline.render import RenderError, TemplateSet, render_policy
+from nsbaseline.sandbox import MAX_INT_ARGUMENT, MAX_OUTPUT_CHARS
 from tests.support.builders import netpol_template, policy
 
 NS = Namespace("ns-sandbox", {"kubernetes.io/metadata.name": "ns-sandbox"})
