@@ -17,7 +17,6 @@ from typing import Any
 from nsbaseline import names
 from nsbaseline.evaluator import (
     REPRESENTATIVE,
-    Connectivity,
     ContainerPort,
     Endpoint,
     NetworkPolicy,
@@ -25,6 +24,7 @@ from nsbaseline.evaluator import (
     World,
 )
 from nsbaseline.model import Namespace
+from nsbaseline.verdicts import Connectivity
 
 DNS_NAMESPACE = "kube-system"
 DNS_LABELS = {"k8s-app": "kube-dns"}

@@ -18,11 +18,11 @@ from nsbaseline.evaluator import (
     Endpoint,
     NetworkPolicy,
     Pod,
-    PortSet,
     World,
     rule_ports,
 )
 from nsbaseline.model import Namespace
+from nsbaseline.portset import PortSet
 
 # The "test-network-policy" example of the NetworkPolicy concepts page, verbatim.
 TEST_NETWORK_POLICY = {
