@@ -110,11 +110,11 @@ EGRESS_RULES_NO_TYPES = {
     "podSelector": {"matchLabels": {"role": "db"}},
     "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}],
 }
-NS_SELECTOR_ALL = {
+NS_SELECTOR_ALL: dict[str, Any] = {
     "podSelector": {},
     "ingress": [{"from": [{"namespaceSelector": {}}]}],
 }
-EMPTY_PEER_SELECTORS = {
+EMPTY_PEER_SELECTORS: dict[str, Any] = {
     "podSelector": {},
     "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {}}]}],
 }
@@ -146,7 +146,7 @@ MATCH_EXPRESSIONS = {
         }
     ],
 }
-EMPTY_INGRESS_LIST = {"podSelector": {}, "ingress": []}
+EMPTY_INGRESS_LIST: dict[str, Any] = {"podSelector": {}, "ingress": []}
 
 
 def world(*policies: tuple[str, dict[str, Any]]) -> World:

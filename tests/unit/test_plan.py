@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 from nsbaseline.model import BaselinePolicy, ManagedObject, Namespace
 from nsbaseline.plan import (
@@ -21,7 +22,7 @@ from tests.support.builders import foreign, in_cluster, opted_in, policy
 NS = opted_in("team-a")
 TEMPLATES = TemplateSet()
 BROKEN = TemplateSet.from_sources({"allow-dns": "{{ nope }}"})
-FULL = {"monitoring": {"enabled": True}, "ingressController": {"enabled": True}}
+FULL: dict[str, Any] = {"monitoring": {"enabled": True}, "ingressController": {"enabled": True}}
 
 
 def render(
