@@ -27,7 +27,7 @@ from nsbaseline.spec_blocks import (
     LabelSelector,
     Port,
     dns_name,
-    selector,
+    selector_field,
 )
 from nsbaseline.spec_pieces import (
     DefaultDeny,
@@ -126,7 +126,7 @@ class TemplateRef:
 class BaselinePolicySpec:
     """Which namespaces get a baseline and what it contains."""
 
-    namespace_selector: LabelSelector = selector(
+    namespace_selector: LabelSelector = selector_field(
         "Selects the namespaces that get this baseline.",
         LabelSelector(match_labels={names.OPT_IN_LABEL: "true"}),
     )

@@ -94,7 +94,7 @@ class LabelSelector:
     )
 
 
-def selector(description: str, default: LabelSelector) -> Any:
+def selector_field(description: str, default: LabelSelector) -> Any:
     return api(
         description + " Terms are ANDed; an empty selector ({}) matches everything.", default
     )
@@ -147,7 +147,7 @@ UNIQUE_PORTS = Rule(
 )
 
 
-def ports(description: str, default: tuple[Port, ...] | None = None) -> Any:
+def ports_field(description: str, default: tuple[Port, ...] | None = None) -> Any:
     return api(
         description,
         default,
@@ -164,6 +164,6 @@ __all__ = [
     "LabelSelector",
     "Port",
     "dns_name",
-    "ports",
-    "selector",
+    "ports_field",
+    "selector_field",
 ]

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from nsbaseline import names
 from nsbaseline.schema import Bounds, Rule, api
-from nsbaseline.spec_blocks import LabelSelector, Port, dns_name, ports, selector
+from nsbaseline.spec_blocks import LabelSelector, Port, dns_name, ports_field, selector_field
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,7 +40,7 @@ def _peer_namespace(default: str) -> Any:
 
 
 def _peer_pods(default: LabelSelector) -> Any:
-    return selector("Selects the peer pods in that namespace.", default)
+    return selector_field("Selects the peer pods in that namespace.", default)
 
 
 def _app(name: str) -> LabelSelector:
@@ -62,7 +62,7 @@ class DnsPeer(Peer):
     enabled: bool = _enabled("allow-dns", True)
     namespace: str = _peer_namespace("kube-system")
     pod_selector: LabelSelector = _peer_pods(LabelSelector(match_labels={"k8s-app": "kube-dns"}))
-    ports: tuple[Port, ...] = ports(
+    ports: tuple[Port, ...] = ports_field(
         "DNS ports.", (Port(port=53, protocol="UDP"), Port(port=53, protocol="TCP"))
     )
     node_local_dns: str | None = api(
@@ -82,7 +82,7 @@ class MonitoringPeer(Peer):
     enabled: bool = _enabled("allow-monitoring", False)
     namespace: str = _peer_namespace("monitoring")
     pod_selector: LabelSelector = _peer_pods(_app("prometheus"))
-    ports: tuple[Port, ...] = ports(
+    ports: tuple[Port, ...] = ports_field(
         "Ports Prometheus may scrape; empty means all ports. The namespace annotation "
         f"{names.ANNOTATION_PREFIX}monitoring-ports overrides it.",
         (),
@@ -94,7 +94,7 @@ class IngressControllerPeer(Peer):
     enabled: bool = _enabled("allow-ingress-controller", False)
     namespace: str = _peer_namespace("ingress-nginx")
     pod_selector: LabelSelector = _peer_pods(_app("ingress-nginx"))
-    ports: tuple[Port, ...] = ports(
+    ports: tuple[Port, ...] = ports_field(
         "Ports the ingress controller may reach; empty means all ports. The namespace "
         f"annotation {names.ANNOTATION_PREFIX}ingress-ports overrides it.",
         (),
@@ -126,7 +126,7 @@ class EgressCIDR:
         bounds=Bounds(max_items=32, list_type="set"),
         items=_cidr("A sub-network of cidr."),
     )
-    ports: tuple[Port, ...] | None = ports("Ports allowed; empty means all ports.")
+    ports: tuple[Port, ...] | None = ports_field("Ports allowed; empty means all ports.")
 
     API_RULES: ClassVar[tuple[Rule, ...]] = (
         Rule(
