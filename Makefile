@@ -42,7 +42,7 @@ lint: venv ## Lint, check formatting, types and layers (.importlinter); check cr
 	$(PY) hack/sync_deploy.py --check
 
 .PHONY: crds
-crds: venv ## Regenerate crds/ from operator/nsbaseline/api.py (and its copies in deploy/, charts/).
+crds: venv ## Regenerate crds/ from operator/nsbaseline/spec.py (and its copies in deploy/, charts/).
 	$(PY) hack/gen_crd.py
 	$(PY) hack/sync_deploy.py
 
@@ -51,7 +51,7 @@ deploy-sync: venv ## Copy crds/ into deploy/base/crds/ and charts/nsbaseline/crd
 	$(PY) hack/sync_deploy.py
 
 .PHONY: docs
-docs: venv ## Regenerate docs/reference.md from operator/nsbaseline/api.py.
+docs: venv ## Regenerate docs/reference.md from operator/nsbaseline/spec.py.
 	$(PY) hack/gen_docs.py
 
 ##@ Local control plane

@@ -47,7 +47,7 @@ from kubeaccess import Access, Api, ApiFailure, np_path  # noqa: E402
 from watcher import ABSENT, AllMatch, Key, Restored, Watcher  # noqa: E402
 
 from nsbaseline import canonical, names  # noqa: E402
-from nsbaseline.model import NamespaceInfo, PolicyInfo  # noqa: E402
+from nsbaseline.model import BaselinePolicy, Namespace  # noqa: E402
 from nsbaseline.plan import with_hash  # noqa: E402
 from nsbaseline.render import TemplateSet, render_policy  # noqa: E402
 
@@ -365,13 +365,13 @@ class Bench:
             "ingressController": {"enabled": True},
         }
 
-    def namespace_info(self, name: str, opted_in: bool) -> NamespaceInfo:
+    def namespace_info(self, name: str, opted_in: bool) -> Namespace:
         labels = {names.NAMESPACE_NAME_LABEL: name, RUN_LABEL: self.run_id}
         if opted_in:
             labels[names.OPT_IN_LABEL] = "true"
-        return NamespaceInfo(name, labels, {})
+        return Namespace(name, labels, {})
 
-    def rendered(self, namespace: str, policy: PolicyInfo) -> dict[str, dict[str, Any]]:
+    def rendered(self, namespace: str, policy: BaselinePolicy) -> dict[str, dict[str, Any]]:
         """piece -> the exact object the operator would send for ``namespace``."""
         result = render_policy(self.templates, self.namespace_info(namespace, True), policy)
         if result.errors:
@@ -383,7 +383,7 @@ class Bench:
         return objects
 
     def expected(
-        self, namespaces: Iterable[str], policy: PolicyInfo, pieces: Iterable[str] = PIECES
+        self, namespaces: Iterable[str], policy: BaselinePolicy, pieces: Iterable[str] = PIECES
     ) -> dict[Key, str]:
         out: dict[Key, str] = {}
         wanted = set(pieces)
@@ -476,7 +476,7 @@ class Bench:
 
     async def reference_create(self, namespaces: list[str], verb: str) -> float:
         """The reference writer creates every pre-rendered object in ``namespaces``."""
-        policy = PolicyInfo.from_body(
+        policy = BaselinePolicy.from_body(
             {"metadata": {"name": POLICY}, "spec": self.policy_spec(self.args.port)}
         )
         requests: list[list[Any]] = []
@@ -505,7 +505,7 @@ class Bench:
             # The same creation with the operator's verb: how much of any gap is server-side
             # apply's own cost in the API server rather than the operator's.
             self.ref_apply = await self.reference_create(self.apply_namespaces, "APPLY")
-        changed = PolicyInfo.from_body(
+        changed = BaselinePolicy.from_body(
             {"metadata": {"name": POLICY}, "spec": self.policy_spec(self.args.port + 1)}
         )
         requests, expected = [], {}
@@ -572,7 +572,7 @@ class Bench:
         }
         # The expectation needs the policy's uid (ownerReference), which only the POST returns;
         # fingerprints cover specs only, so render with a placeholder and fix nothing later.
-        policy = PolicyInfo.from_body(body)
+        policy = BaselinePolicy.from_body(body)
         expected = self.expected(self.op_namespaces, policy)
         waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
         cpu_before = self.operator.cpu()
@@ -665,7 +665,7 @@ class Bench:
 
     async def fanout(self, ref_fanout: float) -> None:
         spec = self.policy_spec(self.args.port + 1)
-        policy = PolicyInfo.from_body({"metadata": {"name": POLICY}, "spec": spec})
+        policy = BaselinePolicy.from_body({"metadata": {"name": POLICY}, "spec": spec})
         expected = self.expected(self.op_namespaces, policy, [FANOUT_PIECE])
         waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
         t0 = time.time()
@@ -688,8 +688,8 @@ class Bench:
         )
         await self.operator.wait_settled()
 
-    def current_policy(self) -> PolicyInfo:
-        return PolicyInfo.from_body(self.policy_body)
+    def current_policy(self) -> BaselinePolicy:
+        return BaselinePolicy.from_body(self.policy_body)
 
     async def new_namespaces(self) -> None:
         policy = self.current_policy()

@@ -1,18 +1,22 @@
-"""Write crds/ from the BaselinePolicy API module (``make crds``); ``--check`` fails on drift."""
+"""Write crds/ from the typed BaselinePolicy API (nsbaseline.spec, nsbaseline.crd): ``make crds``.
+
+``--check`` fails on drift."""
 
 import sys
 from pathlib import Path
 
 import yaml
 
-from nsbaseline import api
+from nsbaseline import crd
 
 TARGET = Path(__file__).resolve().parent.parent / "crds" / "baselinepolicies.nsbaseline.io.yaml"
-HEADER = "# Generated from operator/nsbaseline/api.py by `make crds`; do not edit by hand.\n"
+HEADER = (
+    "# Generated from operator/nsbaseline/spec.py and crd.py by `make crds`; do not edit by hand.\n"
+)
 
 
 def render() -> str:
-    return HEADER + yaml.safe_dump(api.crd(), sort_keys=False, width=100)
+    return HEADER + yaml.safe_dump(crd.crd(), sort_keys=False, width=100)
 
 
 if __name__ == "__main__":

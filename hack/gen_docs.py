@@ -1,8 +1,8 @@
-"""Write docs/reference.md from the BaselinePolicy schema in operator/nsbaseline/api.py.
+"""Write docs/reference.md from the typed BaselinePolicy API in operator/nsbaseline/spec.py.
 
 The reference is generated (``make docs``) rather than written so that it cannot disagree with
 what the API server enforces: every field, default, bound, enum, pattern and CEL message comes
-from the same module that generates crds/. ``--check`` exits non-zero when the committed file
+from the same classes that generate crds/. ``--check`` exits non-zero when the committed file
 is stale; tests/unit/test_docs.py runs it.
 """
 
@@ -16,16 +16,16 @@ from typing import Any
 
 import yaml
 
-from nsbaseline import api, names
+from nsbaseline import crd, names
 from nsbaseline.assessment import Assessment, Failure
-from nsbaseline.schema import apply_defaults
+from nsbaseline.spec import BaselinePolicySpec
 from nsbaseline.status import policy_status
 
 Schema = dict[str, Any]
 TARGET = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 
 HEADER = f"""\
-<!-- Generated from operator/nsbaseline/api.py by `make docs`; do not edit by hand. -->
+<!-- Generated from operator/nsbaseline/spec.py by `make docs`; do not edit by hand. -->
 # BaselinePolicy reference
 
 `{names.API_VERSION}`, kind `{names.KIND}`: cluster-scoped, plural `{names.PLURAL}`, short name
@@ -155,7 +155,7 @@ SITUATIONS: tuple[tuple[str, bool, tuple[Assessment, ...]], ...] = (
                 "team-a",
                 "error",
                 "",
-                errors=(Failure("template", "allow-dns", "template 'allow-dns' ..."),),
+                errors=(Failure("allow-dns", "template 'allow-dns' ...", "template"),),
             ),
         ),
     ),
@@ -204,13 +204,13 @@ def section(title: str, intro: str, fields: Sequence[tuple[str, Schema, bool]]) 
 
 
 def render() -> str:
-    crd = api.crd()
-    version = crd["spec"]["versions"][0]
+    definition = crd.crd()
+    version = definition["spec"]["versions"][0]
     root = version["schema"]["openAPIV3Schema"]
     spec_fields = list(walk("spec", root["properties"]["spec"], True))
     top_level = [p for p, _, _ in spec_fields if p.count(".") == 1]
     index = "\n".join(f"- [`{p}`](#{p.replace('.', '').lower()})" for p in top_level)
-    defaults = yaml.safe_dump({"spec": apply_defaults({})}, sort_keys=False, width=100)
+    defaults = yaml.safe_dump({"spec": BaselinePolicySpec().to_json()}, sort_keys=False, width=100)
     parts = [
         HEADER,
         root["description"],

@@ -24,34 +24,33 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from nsbaseline import exceptions
-from nsbaseline.model import NamespaceInfo, PolicyInfo
+from nsbaseline import exemptions
+from nsbaseline.model import BaselinePolicy, Namespace
 from nsbaseline.plan import Action, Plan
 from nsbaseline.selection import policy_selects, selector_matches
 
 State = Literal[
     "compliant", "exception", "drifted", "conflict", "error", "audit-pending", "excluded"
 ]
+#: States in which the namespace holds what the policy asks (Ready counts these).
+SATISFIED: frozenset[str] = frozenset({"compliant", "exception"})
+#: Why a piece is missing: its template failed, or the API server refused to write it.
+ErrorKind = Literal["template", "write"]
 
 
 class Failure(NamedTuple):
-    """Why a piece is not in place: its template failed, or the API server refused its write."""
+    """One piece that is not in place, and why (an ``error`` state)."""
 
-    kind: Literal["template", "write"]
-    #: The template (or piece) concerned.
-    source: str
+    piece: str
     message: str
-
-
-#: States in which the namespace holds what the policy asks (Ready counts these).
-SATISFIED: frozenset[str] = frozenset({"compliant", "exception"})
+    kind: ErrorKind
 
 
 @dataclass(frozen=True)
 class Assessment:
-    """One policy in one namespace."""
+    """One BaselinePolicy in one namespace."""
 
-    policy: str
+    policy_name: str
     namespace: str
     state: State
     detail: str
@@ -73,7 +72,7 @@ def _verbs(actions: Iterable[Action]) -> str:
 
 def assess(
     plan: Plan,
-    policy: PolicyInfo,
+    policy: BaselinePolicy,
     now: datetime.datetime,
     *,
     failed: Mapping[str, str] | None = None,
@@ -88,21 +87,21 @@ def assess(
     name, ns = policy.name, plan.namespace
     writes = plan.policy_writes(name)
     render_errors = tuple(
-        Failure("template", e.template, str(e)) for e in plan.errors if e.policy == name
+        Failure(e.template, str(e), "template") for e in plan.errors if e.policy_name == name
     )
     write_errors = tuple(
         Failure(
-            "write",
             a.piece,
             f"template {a.piece!r} for namespace {ns!r}: API server refused "
             f"{a.verb.lower()} of {ns}/{a.name}: {failed[a.name]}",
+            "write",
         )
         for a in writes
         if a.name in failed
     )
     errors = render_errors + write_errors
-    conflicts = tuple(c.name for c in plan.conflicts if c.policy == name)
-    audit = [a for a in plan.audit if a.policy == name]
+    conflicts = tuple(c.name for c in plan.conflicts if c.policy_name == name)
+    audit = [a for a in plan.audit if a.policy_name == name]
     remaining = [] if executed else writes
     managed = len(plan.selected.get(name, []))
 
@@ -119,8 +118,8 @@ def assess(
     if remaining:
         return result("drifted", _verbs(remaining))
     held = [
-        f"{', '.join(e.pieces)} held back until {e.expires_at_text} ({e.reason})"
-        for e in exceptions.parse(policy.spec)
+        f"{', '.join(e.pieces)} held back until {e.expires_at} ({e.reason})"
+        for e in exemptions.valid(policy.spec)
         if e.namespace == ns and e.active(now)
     ]
     in_place = f"{managed} NetworkPolicies in place"
@@ -129,18 +128,18 @@ def assess(
     return result("compliant", in_place)
 
 
-def excluded(policy: PolicyInfo, namespace: NamespaceInfo) -> bool:
+def excluded(policy: BaselinePolicy, namespace: Namespace) -> bool:
     """Whether the policy's selector matches ``namespace`` but it is listed as excluded."""
     return (
         not namespace.terminating
-        and namespace.name in policy.excluded_namespaces
-        and selector_matches(policy.namespace_selector, namespace.labels)
+        and namespace.name in policy.spec.excluded_namespaces
+        and selector_matches(policy.spec.namespace_selector, namespace.labels)
     )
 
 
 def assess_namespace(
-    namespace: NamespaceInfo,
-    policies: Sequence[PolicyInfo],
+    namespace: Namespace,
+    policies: Sequence[BaselinePolicy],
     plan: Plan,
     now: datetime.datetime,
 ) -> list[Assessment]:
@@ -153,11 +152,13 @@ def assess_namespace(
     for policy in sorted(policies, key=lambda p: p.name):
         if policy_selects(policy, namespace):
             rows.append(assess(plan, policy, now))
-        elif plan.policy_writes(policy.name) or any(a.policy == policy.name for a in plan.audit):
+        elif plan.policy_writes(policy.name) or any(
+            a.policy_name == policy.name for a in plan.audit
+        ):
             row = assess(plan, policy, now)
             rows.append(
                 Assessment(
-                    row.policy,
+                    row.policy_name,
                     row.namespace,
                     row.state,
                     "no longer selected: " + row.detail,
@@ -174,4 +175,13 @@ def assess_namespace(
     return rows
 
 
-__all__ = ["SATISFIED", "Assessment", "Failure", "State", "assess", "assess_namespace", "excluded"]
+__all__ = [
+    "SATISFIED",
+    "Assessment",
+    "ErrorKind",
+    "Failure",
+    "State",
+    "assess",
+    "assess_namespace",
+    "excluded",
+]

@@ -71,19 +71,19 @@ def _dedupe_sorted(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [unique[k] for k in sorted(unique)]
 
 
-def _default_policy_types(spec: Mapping[str, Any]) -> list[str]:
-    # The API server's defaulting: Ingress always, Egress only when egress rules exist.
-    types = ["Ingress"]
-    if spec.get("egress"):
-        types.append("Egress")
-    return types
+def policy_types(spec: Mapping[str, Any]) -> list[str]:
+    """``policyTypes`` as the API server defaults it: as written, else Ingress, plus Egress when
+    the policy has egress rules."""
+    written: list[str] = list(spec.get("policyTypes") or ())
+    if written:
+        return written
+    return ["Ingress", "Egress"] if spec.get("egress") else ["Ingress"]
 
 
 def spec(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Return the canonical form of a NetworkPolicy ``spec``."""
     out: dict[str, Any] = {"podSelector": _selector(raw.get("podSelector") or {})}
-    types = raw.get("policyTypes") or _default_policy_types(raw)
-    out["policyTypes"] = sorted(set(types))
+    out["policyTypes"] = sorted(set(policy_types(raw)))
     ingress = [_rule(r, "from") for r in raw.get("ingress") or []]
     if ingress:
         out["ingress"] = _dedupe_sorted(ingress)

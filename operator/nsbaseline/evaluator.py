@@ -25,14 +25,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from nsbaseline import names
+from nsbaseline import canonical, names
+from nsbaseline.model import Namespace
+from nsbaseline.portset import PortSet
 from nsbaseline.selection import selector_matches
+from nsbaseline.verdicts import Connectivity, Direction, DirectionResult, RuleRef, Verdict
 
-Direction = Literal["ingress", "egress"]
-PROTOCOLS = ("TCP", "UDP", "SCTP")
-MAX_PORT = 65535
 #: The name ``explain`` shows for a namespace's stand-in pod when no pods are known.
 REPRESENTATIVE = "*"
 
@@ -43,17 +43,6 @@ class ContainerPort:
     port: int
     protocol: str = "TCP"
     name: str | None = None
-
-
-@dataclass(frozen=True)
-class Namespace:
-    name: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def effective_labels(self) -> dict[str, str]:
-        """The labels plus the immutable name label the API server sets on every namespace."""
-        return {**self.labels, names.NAMESPACE_NAME_LABEL: self.name}
 
 
 @dataclass(frozen=True)
@@ -88,7 +77,7 @@ class Pod:
 
 
 @dataclass(frozen=True)
-class Policy:
+class NetworkPolicy:
     """One NetworkPolicy: where it lives and its spec as written."""
 
     namespace: str
@@ -101,11 +90,7 @@ class Policy:
 
     @property
     def policy_types(self) -> frozenset[str]:
-        types = self.spec.get("policyTypes")
-        if types:
-            return frozenset(types)
-        # The API server's defaulting when policyTypes is absent.
-        return frozenset({"Ingress", "Egress"} if self.spec.get("egress") else {"Ingress"})
+        return frozenset(canonical.policy_types(self.spec))
 
     def isolates(self, direction: Direction) -> bool:
         return direction.capitalize() in self.policy_types
@@ -114,7 +99,7 @@ class Policy:
         return list(self.spec.get(direction) or [])
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> Policy:
+    def from_body(cls, body: Mapping[str, Any]) -> NetworkPolicy:
         meta = body.get("metadata") or {}
         return cls(meta.get("namespace") or "default", meta["name"], dict(body.get("spec") or {}))
 
@@ -139,71 +124,6 @@ class Endpoint:
 
 
 # ----- port sets ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PortSet:
-    """Per protocol, sorted disjoint inclusive port ranges."""
-
-    ranges: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = ()
-
-    @classmethod
-    def all(cls) -> PortSet:
-        return cls(tuple((p, ((1, MAX_PORT),)) for p in PROTOCOLS))
-
-    @classmethod
-    def of(cls, items: Iterable[tuple[str, int, int]]) -> PortSet:
-        by_proto: dict[str, list[tuple[int, int]]] = {}
-        for proto, lo, hi in items:
-            by_proto.setdefault(proto, []).append((lo, hi))
-        return cls(tuple((p, _merge(by_proto[p])) for p in PROTOCOLS if by_proto.get(p)))
-
-    def _map(self) -> dict[str, tuple[tuple[int, int], ...]]:
-        return dict(self.ranges)
-
-    def union(self, other: PortSet) -> PortSet:
-        items = [(p, lo, hi) for s in (self, other) for p, rs in s.ranges for lo, hi in rs]
-        return PortSet.of(items)
-
-    def intersect(self, other: PortSet) -> PortSet:
-        mine, theirs = self._map(), other._map()
-        items = []
-        for proto in PROTOCOLS:
-            for lo1, hi1 in mine.get(proto, ()):
-                for lo2, hi2 in theirs.get(proto, ()):
-                    if max(lo1, lo2) <= min(hi1, hi2):
-                        items.append((proto, max(lo1, lo2), min(hi1, hi2)))
-        return PortSet.of(items)
-
-    def contains(self, protocol: str, port: int) -> bool:
-        return any(lo <= port <= hi for lo, hi in self._map().get(protocol, ()))
-
-    @property
-    def empty(self) -> bool:
-        return not self.ranges
-
-    def __str__(self) -> str:
-        if self == PortSet.all():
-            return "all"
-        if self.empty:
-            return "none"
-        parts = []
-        for proto, rs in self.ranges:
-            if rs == ((1, MAX_PORT),):
-                parts.append(f"all/{proto}")
-                continue
-            parts.extend(f"{lo}/{proto}" if lo == hi else f"{lo}-{hi}/{proto}" for lo, hi in rs)
-        return ",".join(parts)
-
-
-def _merge(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
-    out: list[tuple[int, int]] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
-    return tuple(out)
-
-
 def rule_ports(rule: Mapping[str, Any], destination: Pod | None) -> PortSet:
     """The ports one rule allows towards ``destination`` (named ports need a destination pod)."""
     entries = rule.get("ports") or []
@@ -214,7 +134,7 @@ def rule_ports(rule: Mapping[str, Any], destination: Pod | None) -> PortSet:
         proto = entry.get("protocol") or "TCP"
         port = entry.get("port")
         if port is None:
-            items.append((proto, 1, MAX_PORT))
+            items.append((proto, 1, names.MAX_PORT))
         elif isinstance(port, int) or str(port).isdigit():
             lo = int(port)
             hi = int(entry["endPort"]) if entry.get("endPort") is not None else lo
@@ -246,110 +166,6 @@ def _in_block(address: str | None, block: Mapping[str, Any]) -> bool:
     return True
 
 
-# ----- verdicts -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RuleRef:
-    """One rule (and the peer in it) that allows a flow."""
-
-    policy: str
-    direction: Direction
-    rule: int
-    peer: int | None  # None: the rule has no peers, so it allows every peer
-    ports: PortSet
-
-    def __str__(self) -> str:
-        who = "every peer" if self.peer is None else f"peer {self.peer}"
-        return f"{self.policy} {self.direction}[{self.rule}] ({who}, ports {self.ports})"
-
-
-@dataclass(frozen=True)
-class DirectionResult:
-    """How one side of a flow decides it: not enforced, not isolated, allowed, or denied."""
-
-    direction: Direction
-    pod: str | None  # the pod whose policies decide; None when that side is no pod
-    isolated_by: tuple[str, ...] = ()
-    allowed_by: tuple[RuleRef, ...] = ()
-    ports: PortSet = field(default_factory=PortSet.all)  # what this side lets through
-
-    @property
-    def enforced(self) -> bool:
-        return self.pod is not None
-
-    @property
-    def isolated(self) -> bool:
-        return bool(self.isolated_by)
-
-    def reason(self, protocol: str | None = None, port: int | None = None) -> str:
-        side = "egress from" if self.direction == "egress" else "ingress to"
-        if self.pod is None:
-            return f"{self.direction}: not a pod in the cluster, no NetworkPolicy applies"
-        if not self.isolated:
-            return f"{side} {self.pod}: not isolated (no policy with {self.direction} selects it)"
-        rules = [
-            r for r in self.allowed_by if protocol is None or r.ports.contains(protocol, port or 0)
-        ]
-        if rules:
-            return f"{side} {self.pod}: allowed by " + "; ".join(str(r) for r in rules)
-        return (
-            f"{side} {self.pod}: denied; isolated by "
-            + ", ".join(self.isolated_by)
-            + (" and no rule allows it" if not self.allowed_by else " and no rule allows this port")
-        )
-
-
-@dataclass(frozen=True)
-class Verdict:
-    source: str
-    destination: str
-    protocol: str
-    port: int
-    allowed: bool
-    egress: DirectionResult
-    ingress: DirectionResult
-
-    def reasons(self) -> list[str]:
-        return [
-            self.egress.reason(self.protocol, self.port),
-            self.ingress.reason(self.protocol, self.port),
-        ]
-
-    def as_dict(self) -> dict[str, Any]:
-        def side(d: DirectionResult) -> dict[str, Any]:
-            rules = [r for r in d.allowed_by if r.ports.contains(self.protocol, self.port)]
-            return {
-                "enforced": d.enforced,
-                "isolated": d.isolated,
-                "isolatedBy": list(d.isolated_by),
-                "allowedBy": [
-                    {"policy": r.policy, "rule": r.rule, "peer": r.peer, "ports": str(r.ports)}
-                    for r in rules
-                ],
-                "reason": d.reason(self.protocol, self.port),
-            }
-
-        return {
-            "from": self.source,
-            "to": self.destination,
-            "protocol": self.protocol,
-            "port": self.port,
-            "allowed": self.allowed,
-            "egress": side(self.egress),
-            "ingress": side(self.ingress),
-        }
-
-
-@dataclass(frozen=True)
-class Connectivity:
-    """Every port a source may open to a destination, with both sides' reasons."""
-
-    source: str
-    destination: str
-    ports: PortSet
-    egress: DirectionResult
-    ingress: DirectionResult
-
-
 class World:
     """Namespaces, pods and NetworkPolicies, indexed for evaluation."""
 
@@ -357,14 +173,14 @@ class World:
         self,
         namespaces: Iterable[Namespace] = (),
         pods: Iterable[Pod] = (),
-        policies: Iterable[Policy] = (),
+        network_policies: Iterable[NetworkPolicy] = (),
     ) -> None:
         self.namespaces = {n.name: n for n in namespaces}
         self.pods = list(pods)
-        self.policies = sorted(policies, key=lambda p: (p.namespace, p.name))
+        self.network_policies = sorted(network_policies, key=lambda p: (p.namespace, p.name))
         for pod in self.pods:
             self.namespaces.setdefault(pod.namespace, Namespace(pod.namespace))
-        for policy in self.policies:
+        for policy in self.network_policies:
             self.namespaces.setdefault(policy.namespace, Namespace(policy.namespace))
 
     def namespace_labels(self, name: str) -> dict[str, str]:
@@ -381,15 +197,15 @@ class World:
         pod = self.pod_by_ip(ip)
         return Endpoint(pod=pod) if pod is not None else Endpoint(ip=ip)
 
-    def selecting(self, pod: Pod) -> list[Policy]:
+    def selecting(self, pod: Pod) -> list[NetworkPolicy]:
         return [
             p
-            for p in self.policies
+            for p in self.network_policies
             if p.namespace == pod.namespace
             and selector_matches(p.spec.get("podSelector") or {}, pod.labels)
         ]
 
-    def peer_matches(self, policy: Policy, peer: Mapping[str, Any], other: Endpoint) -> bool:
+    def peer_matches(self, policy: NetworkPolicy, peer: Mapping[str, Any], other: Endpoint) -> bool:
         """Whether ``other`` is one of the peers ``peer`` (of ``policy``) describes."""
         if peer.get("ipBlock"):
             return _in_block(other.address, peer["ipBlock"])
@@ -455,10 +271,12 @@ class World:
 
     def check(self, source: Endpoint, destination: Endpoint, protocol: str, port: int) -> Verdict:
         """Is ``protocol``/``port`` from ``source`` to ``destination`` allowed, and why?"""
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-        if not 1 <= port <= MAX_PORT:
-            raise ValueError(f"port must be within 1-{MAX_PORT}, got {port}")
+        if protocol not in names.PROTOCOLS:
+            raise ValueError(
+                f"protocol must be one of {', '.join(names.PROTOCOLS)}, got {protocol!r}"
+            )
+        if not 1 <= port <= names.MAX_PORT:
+            raise ValueError(f"port must be within 1-{names.MAX_PORT}, got {port}")
         c = self.connectivity(source, destination)
         return Verdict(
             str(source),
@@ -473,16 +291,10 @@ class World:
 
 __all__ = [
     "REPRESENTATIVE",
-    "Connectivity",
     "ContainerPort",
-    "DirectionResult",
     "Endpoint",
-    "Namespace",
+    "NetworkPolicy",
     "Pod",
-    "Policy",
-    "PortSet",
-    "RuleRef",
-    "Verdict",
     "World",
     "rule_ports",
 ]

@@ -14,22 +14,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nsbaseline import names
 from nsbaseline.evaluator import (
     REPRESENTATIVE,
-    Connectivity,
     ContainerPort,
     Endpoint,
-    Namespace,
+    NetworkPolicy,
     Pod,
-    Policy,
     World,
 )
+from nsbaseline.model import Namespace
+from nsbaseline.verdicts import Connectivity
 
 DNS_NAMESPACE = "kube-system"
 DNS_LABELS = {"k8s-app": "kube-dns"}
 #: An address from TEST-NET-3 (RFC 5737): outside every cluster, never routed.
 EXTERNAL_IP = "203.0.113.10"
 FORMATS = ("table", "json", "mermaid", "graphviz")
+#: How ``--port`` is written.
+PORT_SYNTAX = f"PORT[/{'|'.join(names.PROTOCOLS)}]"
 
 
 class ExplainError(ValueError):
@@ -42,7 +45,7 @@ class Inputs:
 
     namespaces: list[Namespace]
     pods: list[Pod]
-    policies: list[Policy]
+    network_policies: list[NetworkPolicy]
 
     @classmethod
     def from_docs(cls, docs: Iterable[Mapping[str, Any]]) -> Inputs:
@@ -53,18 +56,17 @@ class Inputs:
             if kind and kind.endswith("List"):
                 out.extend(Inputs.from_docs(doc.get("items") or []))
             elif kind == "Namespace":
-                meta = doc.get("metadata") or {}
-                out.namespaces.append(Namespace(meta["name"], dict(meta.get("labels") or {})))
+                out.namespaces.append(Namespace.from_body(doc))
             elif kind == "Pod":
                 out.pods.append(Pod.from_body(doc))
             elif kind == "NetworkPolicy":
-                out.policies.append(Policy.from_body(doc))
+                out.network_policies.append(NetworkPolicy.from_body(doc))
         return out
 
     def extend(self, other: Inputs) -> None:
         self.namespaces += other.namespaces
         self.pods += other.pods
-        self.policies += other.policies
+        self.network_policies += other.network_policies
 
 
 def dns_pod(pods: Sequence[Pod]) -> Pod:
@@ -87,14 +89,14 @@ def build_world(inputs: Inputs, focus: Iterable[str] = ()) -> World:
     pods = list(inputs.pods)
     known = {p.namespace for p in pods}
     names_ = {n.name for n in inputs.namespaces} | set(focus)
-    names_ |= {p.namespace for p in inputs.policies}
+    names_ |= {p.namespace for p in inputs.network_policies}
     for ns in sorted(names_ - known):
         if ns != DNS_NAMESPACE:
             pods.append(Pod(ns, REPRESENTATIVE))
     dns = dns_pod(pods)
     if dns not in pods:
         pods.append(dns)
-    return World(inputs.namespaces, pods, inputs.policies)
+    return World(inputs.namespaces, pods, inputs.network_policies)
 
 
 def parse_endpoint(text: str, world: World) -> Endpoint:
@@ -128,8 +130,8 @@ def parse_port(text: str) -> tuple[str, int]:
     """``8080``, ``8080/TCP``, ``53/udp``."""
     number, _, proto = text.partition("/")
     proto = (proto or "TCP").upper()
-    if not number.isdigit() or proto not in ("TCP", "UDP", "SCTP"):
-        raise ExplainError(f"--port takes PORT[/TCP|UDP|SCTP], got {text!r}")
+    if not number.isdigit() or proto not in names.PROTOCOLS:
+        raise ExplainError(f"--port takes {PORT_SYNTAX}, got {text!r}")
     return proto, int(number)
 
 

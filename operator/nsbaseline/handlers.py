@@ -26,7 +26,7 @@ import kopf
 
 from nsbaseline import kopfpatch, kube, names
 from nsbaseline.kube import watch
-from nsbaseline.model import NamespaceInfo, PolicyInfo
+from nsbaseline.model import BaselinePolicy, Namespace
 from nsbaseline.reconcile.gate import ActiveGate
 from nsbaseline.reconcile.reconciler import Reconciler, Settings
 
@@ -70,19 +70,19 @@ class KopfIndexState:
     """:class:`~nsbaseline.reconcile.reconciler.ClusterView` over Kopf's in-memory indexes."""
 
     def __init__(
-        self, namespaces: kopf.Index[str, NamespaceInfo], policies: kopf.Index[str, PolicyInfo]
+        self, namespaces: kopf.Index[str, Namespace], policies: kopf.Index[str, BaselinePolicy]
     ) -> None:
         self._namespaces = namespaces
         self._policies = policies
 
-    def namespace(self, name: str) -> NamespaceInfo | None:
+    def namespace(self, name: str) -> Namespace | None:
         store = self._namespaces.get(name)
         return next(iter(store), None) if store is not None else None
 
     def namespace_names(self) -> Iterable[str]:
         return list(self._namespaces.keys())
 
-    def policies(self) -> dict[str, PolicyInfo]:
+    def policies(self) -> dict[str, BaselinePolicy]:
         return {name: next(iter(store)) for name, store in self._policies.items() if store}
 
 
@@ -156,8 +156,8 @@ async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     Kopf hands every handler its indexes as keyword arguments named after the index functions.
     """
     _tune(settings)
-    namespace_index: kopf.Index[str, NamespaceInfo] = kwargs["namespace_index"]
-    policy_index: kopf.Index[str, PolicyInfo] = kwargs["policy_index"]
+    namespace_index: kopf.Index[str, Namespace] = kwargs["namespace_index"]
+    policy_index: kopf.Index[str, BaselinePolicy] = kwargs["policy_index"]
     client = kube.KubeClient(RUNTIME.credentials or RUNTIME.login(), relogin=RUNTIME.login)
     if RUNTIME.peering is not None:
         await _ensure_peering_object(client, RUNTIME.peering)
@@ -212,13 +212,13 @@ async def shutdown(**_: Any) -> None:
 
 # ----- indexes ------------------------------------------------------------------------------
 @kopf.index("namespaces")
-def namespace_index(name: str, body: kopf.Body, **_: Any) -> dict[str, NamespaceInfo]:
-    return {name: NamespaceInfo.from_body(body)}
+def namespace_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Namespace]:
+    return {name: Namespace.from_body(body)}
 
 
 @kopf.index(names.GROUP, names.VERSION, names.PLURAL)
-def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, PolicyInfo]:
-    return {name: PolicyInfo.from_body(body)}
+def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, BaselinePolicy]:
+    return {name: BaselinePolicy.from_body(body)}
 
 
 # ----- triggers -----------------------------------------------------------------------------
@@ -238,5 +238,5 @@ async def policy_event(name: str, body: kopf.Body, type: str | None, **_: Any) -
     reconciler = RUNTIME.reconciler
     if reconciler is None:
         return
-    policy = None if type == "DELETED" else PolicyInfo.from_body(body)
+    policy = None if type == "DELETED" else BaselinePolicy.from_body(body)
     reconciler.policy_changed(policy, name)

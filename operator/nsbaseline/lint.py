@@ -15,27 +15,31 @@ Checks (code, severity):
   and service IPs are rewritten before policy applies);
 * ``exception-without-dns`` (warning) and ``exception-expired`` (warning): on BaselinePolicy
   exceptions that drop DNS while default-deny egress stays, or that no longer have any effect.
+* ``invalid-policy`` (error): a BaselinePolicy spec with a value of the wrong type (the API
+  server would refuse it).
 
-Findings carry a file and line: :func:`load_with_lines` keeps the YAML marks of every key.
+Findings carry a file and line: :func:`~nsbaseline.located.load_with_lines` keeps the YAML marks
+of every key.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import yaml
-
-from nsbaseline import exceptions, names
-from nsbaseline.evaluator import REPRESENTATIVE, Endpoint, Namespace, Pod, Policy, World
+from nsbaseline import exemptions, names
+from nsbaseline.evaluator import REPRESENTATIVE, Endpoint, NetworkPolicy, Pod, World
 from nsbaseline.explain import dns_pod
+from nsbaseline.located import Located, Path, load_with_lines, rendered
+from nsbaseline.model import Namespace
+from nsbaseline.peers import is_all, networks, peer_covers
+from nsbaseline.schema import SpecError, format_path
 from nsbaseline.selection import selector_matches
+from nsbaseline.spec import BaselinePolicySpec
 
 Severity = Literal["error", "warning"]
-Path_ = tuple[str | int, ...]
 DEFAULT_POD_CIDR = "10.244.0.0/16"
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
 
@@ -65,121 +69,6 @@ class Finding:
         }
 
 
-@dataclass(frozen=True)
-class Located:
-    """A document with the line of every key and list item in it (1-based)."""
-
-    data: Any
-    file: str
-    lines: Mapping[Path_, int] = field(default_factory=dict)
-    #: Added to every line: a rendered document reported at its BaselinePolicy's position.
-    fixed_line: int | None = None
-    #: What the document is when it is not the file's own text, e.g. "piece allow-dns".
-    origin: str = ""
-
-    def line(self, path: Path_) -> int | None:
-        if self.fixed_line is not None:
-            return self.fixed_line
-        for end in range(len(path), -1, -1):
-            if path[:end] in self.lines:
-                return self.lines[path[:end]]
-        return None
-
-
-def load_with_lines(text: str, file: str) -> list[Located]:
-    """Every YAML document in ``text``, with the line of each key (for "file:line" findings)."""
-    loader = yaml.SafeLoader(text)
-    out = []
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is None:
-                continue
-            lines: dict[Path_, int] = {}
-            _marks(node, (), lines)
-            out.append(Located(loader.construct_document(node), file, lines))
-    finally:
-        loader.dispose()
-    return out
-
-
-def _marks(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            sub = (*path, str(key.value))
-            lines[sub] = key.start_mark.line + 1
-            _marks(value, sub, lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _marks(item, (*path, index), lines)
-
-
-def _fmt(path: Path_) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-# ----- selector and network reasoning -------------------------------------------------------
-def _is_all(selector: Mapping[str, Any] | None) -> bool:
-    return not selector or (
-        not selector.get("matchLabels") and not selector.get("matchExpressions")
-    )
-
-
-def _weaker(broad: Mapping[str, Any] | None, narrow: Mapping[str, Any] | None) -> bool:
-    """Syntactically: every object ``narrow`` matches is matched by ``broad``."""
-    if _is_all(broad):
-        return True
-    if _is_all(narrow):
-        return False
-    assert broad is not None and narrow is not None
-    narrow_labels = narrow.get("matchLabels") or {}
-    narrow_exprs = [json.dumps(e, sort_keys=True) for e in narrow.get("matchExpressions") or []]
-    for key, value in (broad.get("matchLabels") or {}).items():
-        if narrow_labels.get(key) != value:
-            return False
-    for expr in broad.get("matchExpressions") or []:
-        if json.dumps(expr, sort_keys=True) in narrow_exprs:
-            continue
-        key, op = expr.get("key"), expr.get("operator")
-        if op == "Exists" and key in narrow_labels:
-            continue
-        if op == "In" and narrow_labels.get(key) in (expr.get("values") or []):
-            continue
-        return False
-    return True
-
-
-def _nets(block: Mapping[str, Any]) -> tuple[Any, list[Any]] | None:
-    try:
-        net = ipaddress.ip_network(block["cidr"], strict=False)
-        excepts = [ipaddress.ip_network(e, strict=False) for e in block.get("except") or []]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return net, excepts
-
-
-def _peer_covers(broad: Mapping[str, Any], narrow: Mapping[str, Any]) -> bool:
-    if "ipBlock" in broad or "ipBlock" in narrow:
-        if not ("ipBlock" in broad and "ipBlock" in narrow):
-            return False
-        b, n = _nets(broad["ipBlock"]), _nets(narrow["ipBlock"])
-        if b is None or n is None or b[0].version != n[0].version:
-            return False
-        return bool(n[0].subnet_of(b[0])) and not any(e.overlaps(n[0]) for e in b[1])
-    b_ns, n_ns = broad.get("namespaceSelector"), narrow.get("namespaceSelector")
-    if b_ns is None and n_ns is not None:
-        return False
-    if b_ns is not None and n_ns is None and not _is_all(b_ns):
-        return False
-    if b_ns is not None and n_ns is not None and not _weaker(b_ns, n_ns):
-        return False
-    return _weaker(broad.get("podSelector"), narrow.get("podSelector"))
-
-
 @dataclass
 class Context:
     """What is known about the cluster: used for no-match and for the DNS check."""
@@ -196,10 +85,12 @@ class Linter:
         self.context = context
         self.findings: list[Finding] = []
 
-    def add(self, doc: Located, severity: Severity, code: str, message: str, path: Path_) -> None:
+    def add(self, doc: Located, severity: Severity, code: str, message: str, path: Path) -> None:
         if doc.origin:
             message = f"{doc.origin}: {message}"
-        self.findings.append(Finding(severity, code, message, doc.file, doc.line(path), _fmt(path)))
+        self.findings.append(
+            Finding(severity, code, message, doc.file, doc.line(path), format_path(path))
+        )
 
     def run(self) -> list[Finding]:
         policies = [d for d in self.docs if _kind(d.data) == "NetworkPolicy"]
@@ -208,14 +99,14 @@ class Linter:
         self._dns(policies)
         for doc in self.docs:
             if _kind(doc.data) == names.KIND:
-                self._exceptions(doc)
+                self._exemptions(doc)
         return sorted(self.findings, key=lambda f: (f.file, f.line or 0, f.code))
 
     # -- per policy
     def _policy(self, doc: Located) -> None:
-        policy = Policy.from_body(doc.data)
+        policy = NetworkPolicy.from_body(doc.data)
         spec = policy.spec
-        if self.context.pods and not _is_all(spec.get("podSelector")):
+        if self.context.pods and not is_all(spec.get("podSelector")):
             in_ns = [p for p in self.context.pods if p.namespace == policy.namespace]
             if not any(selector_matches(spec["podSelector"], p.labels) for p in in_ns):
                 self.add(
@@ -230,12 +121,12 @@ class Linter:
             for r, rule in enumerate(spec.get(direction) or []):
                 peers = rule.get(peers_key) or []
                 for p, peer in enumerate(peers):
-                    path: Path_ = ("spec", direction, r, peers_key, p)
+                    path: Path = ("spec", direction, r, peers_key, p)
                     self._peer(doc, policy, peer, path)
                     for q, other in enumerate(peers):
-                        if q == p or not _peer_covers(other, peer):
+                        if q == p or not peer_covers(other, peer):
                             continue
-                        if _peer_covers(peer, other) and q > p:
+                        if peer_covers(peer, other) and q > p:
                             continue  # duplicates: report only the later one
                         self.add(
                             doc,
@@ -247,7 +138,9 @@ class Linter:
                         )
                         break
 
-    def _peer(self, doc: Located, policy: Policy, peer: Mapping[str, Any], path: Path_) -> None:
+    def _peer(
+        self, doc: Located, policy: NetworkPolicy, peer: Mapping[str, Any], path: Path
+    ) -> None:
         ns_sel = peer.get("namespaceSelector")
         if ns_sel is not None:
             for i, key in enumerate(_selector_keys(ns_sel)):
@@ -264,7 +157,7 @@ class Linter:
             self._ip_block(doc, peer["ipBlock"], (*path, "ipBlock"))
             return
         namespaces = self.context.namespaces
-        if ns_sel is not None and namespaces and not _is_all(ns_sel):
+        if ns_sel is not None and namespaces and not is_all(ns_sel):
             matched = [n for n in namespaces if selector_matches(ns_sel, n.effective_labels)]
             if not matched:
                 self.add(
@@ -276,7 +169,7 @@ class Linter:
                 )
                 return
         pod_sel = peer.get("podSelector")
-        if self.context.pods and pod_sel is not None and not _is_all(pod_sel):
+        if self.context.pods and pod_sel is not None and not is_all(pod_sel):
             if ns_sel is None:
                 scope = {policy.namespace}
             else:
@@ -296,8 +189,8 @@ class Linter:
                     (*path, "podSelector"),
                 )
 
-    def _ip_block(self, doc: Located, block: Mapping[str, Any], path: Path_) -> None:
-        nets = _nets(block)
+    def _ip_block(self, doc: Located, block: Mapping[str, Any], path: Path) -> None:
+        nets = networks(block)
         if nets is None:
             self.add(doc, "error", "invalid-ipblock", "ipBlock.cidr is not a network", path)
             return
@@ -323,16 +216,16 @@ class Linter:
 
     # -- per namespace
     def _dns(self, policies: Sequence[Located]) -> None:
-        by_ns: dict[str, list[tuple[Located, Policy]]] = {}
+        by_ns: dict[str, list[tuple[Located, NetworkPolicy]]] = {}
         for doc in policies:
-            policy = Policy.from_body(doc.data)
+            policy = NetworkPolicy.from_body(doc.data)
             by_ns.setdefault(policy.namespace, []).append((doc, policy))
         for ns, entries in sorted(by_ns.items()):
             pods = [p for p in self.context.pods if p.namespace == ns] or [Pod(ns, REPRESENTATIVE)]
             world = World(self.context.namespaces, [*pods], [p for _, p in entries])
             dns = Endpoint(pod=dns_pod(self.context.pods))
             broken = []
-            first: tuple[Located, Policy] | None = None
+            first: tuple[Located, NetworkPolicy] | None = None
             for pod in pods:
                 verdict = world.check(Endpoint(pod=pod), dns, "UDP", 53)
                 if verdict.egress.isolated and not verdict.allowed:
@@ -344,7 +237,7 @@ class Linter:
                 continue
             doc, policy = first
             types = policy.spec.get("policyTypes") or []
-            path: Path_ = (
+            path: Path = (
                 ("spec", "policyTypes", types.index("Egress")) if "Egress" in types else ("spec",)
             )
             who = "every pod" if pods[0].name == REPRESENTATIVE else ", ".join(broken)
@@ -358,29 +251,35 @@ class Linter:
             )
 
     # -- BaselinePolicy exceptions
-    def _exceptions(self, doc: Located) -> None:
-        spec = doc.data.get("spec") or {}
-        now = exceptions.now()
-        egress_denied = (spec.get("defaultDeny") or {}).get("egress", True)
-        for i, entry in enumerate(spec.get("exceptions") or []):
-            path: Path_ = ("spec", "exceptions", i)
-            parsed = exceptions.parse({"exceptions": [entry]})
-            if parsed and not parsed[0].active(now):
+    def _exemptions(self, doc: Located) -> None:
+        try:
+            spec = BaselinePolicySpec.from_json(doc.data.get("spec") or {})
+        except SpecError as exc:
+            self.add(doc, "error", "invalid-policy", exc.reason, exc.path)
+            return
+        now = exemptions.now()
+        for i, entry in enumerate(spec.exceptions or ()):
+            path: Path = ("spec", "exceptions", i)
+            if entry.deadline is not None and not entry.active(now):
                 self.add(
                     doc,
                     "warning",
                     "exception-expired",
-                    f"exception for namespace {entry.get('namespace')} expired at "
-                    f"{entry.get('expiresAt')}: it has no effect; remove it",
+                    f"exception for namespace {entry.namespace} expired at "
+                    f"{entry.expires_at}: it has no effect; remove it",
                     (*path, "expiresAt"),
                 )
-            pieces = set(entry.get("pieces") or [])
-            if egress_denied and "allow-dns" in pieces and names.DEFAULT_DENY not in pieces:
+            pieces = set(entry.pieces)
+            if (
+                spec.default_deny.egress
+                and "allow-dns" in pieces
+                and names.DEFAULT_DENY not in pieces
+            ):
                 self.add(
                     doc,
                     "warning",
                     "exception-without-dns",
-                    f"exception drops allow-dns in namespace {entry.get('namespace')} while "
+                    f"exception drops allow-dns in namespace {entry.namespace} while "
                     "default-deny keeps egress isolated: name resolution breaks there",
                     (*path, "pieces"),
                 )
@@ -396,7 +295,7 @@ def _selector_keys(selector: Mapping[str, Any]) -> list[str]:
     return keys
 
 
-def _selector_key_path(selector: Mapping[str, Any], key: str, index: int) -> Path_:
+def _selector_key_path(selector: Mapping[str, Any], key: str, index: int) -> Path:
     labels = selector.get("matchLabels") or {}
     if key in labels:
         return ("matchLabels", key)
@@ -413,50 +312,10 @@ def context_from(docs: Iterable[Located], base: Context) -> Context:
     for doc in docs:
         kind = _kind(doc.data)
         if kind == "Namespace":
-            meta = doc.data.get("metadata") or {}
-            base.namespaces.append(Namespace(meta["name"], dict(meta.get("labels") or {})))
+            base.namespaces.append(Namespace.from_body(doc.data))
         elif kind == "Pod":
             base.pods.append(Pod.from_body(doc.data))
     return base
-
-
-def rendered(
-    body: Mapping[str, Any],
-    file: str,
-    line: int | None,
-    source_text: str | None = None,
-    origin: str = "",
-) -> Located:
-    """A rendered NetworkPolicy reported at ``file``: at ``line``, or for a template at the line
-    of the template that first mentions the offending key (``source_text``)."""
-    if source_text is None:
-        return Located(dict(body), file, {}, line, origin)
-    return Located(dict(body), file, _template_lines(body, source_text), None, origin)
-
-
-def _template_lines(body: Mapping[str, Any], text: str) -> dict[Path_, int]:
-    """Best effort: map each key path of a rendered object to the first template line naming its
-    last key, searching forward from the line found for the parent."""
-    source = text.splitlines()
-    lines: dict[Path_, int] = {}
-
-    def find(key: str, start: int) -> int:
-        for number in range(start, len(source) + 1):
-            if f"{key}:" in source[number - 1]:
-                return number
-        return start
-
-    def walk(value: Any, path: Path_, start: int) -> None:
-        lines[path] = start
-        if isinstance(value, Mapping):
-            for key, sub in value.items():
-                walk(sub, (*path, str(key)), find(str(key), start))
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                walk(item, (*path, i), start)
-
-    walk(body, (), 1)
-    return lines
 
 
 __all__ = [

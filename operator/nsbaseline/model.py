@@ -6,25 +6,38 @@ body wrappers and the in-memory indexes stay small (only the fields we use are k
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nsbaseline import names
+from nsbaseline import canonical, names
+from nsbaseline.spec import BaselinePolicySpec
 
 
 @dataclass(frozen=True)
-class NamespaceInfo:
-    """What templates and selectors may know about a namespace."""
+class Namespace:
+    """A namespace as selectors, templates and the NetworkPolicy evaluator see it."""
 
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     terminating: bool = False
 
+    @property
+    def effective_labels(self) -> dict[str, str]:
+        """The labels plus the immutable name label the API server sets on every namespace."""
+        return {**self.labels, names.NAMESPACE_NAME_LABEL: self.name}
+
+    def with_name_label(self) -> Namespace:
+        """This namespace as the API server stores it (for namespaces described offline)."""
+        return dataclasses.replace(self, labels=self.effective_labels)
+
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> NamespaceInfo:
-        meta = body.get("metadata", {})
+    def from_body(cls, body: Mapping[str, Any]) -> Namespace:
+        """Read a Namespace manifest or watch body (``metadata.name`` required)."""
+        meta = body.get("metadata") or {}
         status = body.get("status") or {}
         return cls(
             name=meta["name"],
@@ -35,27 +48,28 @@ class NamespaceInfo:
 
 
 @dataclass(frozen=True)
-class PolicyInfo:
+class BaselinePolicy:
     """A BaselinePolicy with its defaults applied (the same defaults the CRD schema declares)."""
 
     name: str
     uid: str
     generation: int
-    spec: Mapping[str, Any]
+    spec: BaselinePolicySpec = field(default_factory=BaselinePolicySpec)
     status: Mapping[str, Any] = field(default_factory=dict)
 
     @property
-    def namespace_selector(self) -> Mapping[str, Any] | None:
-        selector: Mapping[str, Any] | None = self.spec.get("namespaceSelector")
-        return selector
-
-    @property
-    def excluded_namespaces(self) -> frozenset[str]:
-        return frozenset(self.spec.get("excludedNamespaces") or ())
-
-    @property
     def audit(self) -> bool:
-        return self.spec.get("mode") == "Audit"
+        return self.spec.mode == "Audit"
+
+    @functools.cached_property
+    def spec_json(self) -> Mapping[str, Any]:
+        """The spec as the API server stores it: what templates see as ``policy.spec``."""
+        return self.spec.to_json()
+
+    @functools.cached_property
+    def spec_fingerprint(self) -> str:
+        """A stable text form of the spec (part of the render cache key)."""
+        return canonical.fingerprint(self.spec_json)
 
     def owner_reference(self) -> dict[str, Any]:
         return {
@@ -68,15 +82,15 @@ class PolicyInfo:
         }
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> PolicyInfo:
-        from nsbaseline.schema import apply_defaults
-
+    def from_body(cls, body: Mapping[str, Any]) -> BaselinePolicy:
+        """Read a BaselinePolicy; :class:`~nsbaseline.schema.SpecError` when its spec has a
+        value of the wrong type (never for one the API server stored)."""
         meta = body.get("metadata", {})
         return cls(
             name=meta["name"],
             uid=meta.get("uid", ""),
             generation=int(meta.get("generation") or 0),
-            spec=apply_defaults(dict(body.get("spec") or {})),
+            spec=BaselinePolicySpec.from_json(body.get("spec") or {}),
             status=dict(body.get("status") or {}),
         )
 
@@ -84,4 +98,4 @@ class PolicyInfo:
 # Observed NetworkPolicies live in their own module (kept small for memory); re-exported here.
 from nsbaseline.observed import ManagedObject, is_candidate  # noqa: E402
 
-__all__ = ["ManagedObject", "NamespaceInfo", "PolicyInfo", "is_candidate"]
+__all__ = ["BaselinePolicy", "ManagedObject", "Namespace", "is_candidate"]

@@ -4,7 +4,9 @@ Kept in one place so the CRD, the templates, the admission policy and the code c
 about what marks an object as ours.
 """
 
-from typing import Final
+import re
+import typing
+from typing import Final, Literal
 
 GROUP: Final = "nsbaseline.io"
 VERSION: Final = "v1alpha1"
@@ -34,6 +36,28 @@ BUILTIN_PIECES: Final = (
     "allow-egress-cidrs",
     DEFAULT_DENY,
 )
+
+
+#: The IP protocols a NetworkPolicy port may name (the API server's enum), in this order.
+Protocol = Literal["TCP", "UDP", "SCTP"]
+PROTOCOLS: Final[tuple[Protocol, ...]] = typing.get_args(Protocol)
+MAX_PORT: Final = 65535
+
+#: Named ports are IANA service names, as the API server checks them on a NetworkPolicy: at most
+#: 15 lowercase letters, digits and '-', alphanumeric at both ends, a letter somewhere (else
+#: "8080" would pass for a name) and no "--". The CRD states the same rule in its schema and CEL.
+PORT_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+PORT_NAME_MAX_LENGTH: Final = 15
+
+
+def is_port_name(text: str) -> bool:
+    """Whether ``text`` is a valid port name (see :data:`PORT_NAME_PATTERN`)."""
+    return (
+        len(text) <= PORT_NAME_MAX_LENGTH
+        and re.match(PORT_NAME_PATTERN, text) is not None
+        and re.search("[a-z]", text) is not None
+        and "--" not in text
+    )
 
 
 def object_name(policy: str, piece: str) -> str:

@@ -15,7 +15,6 @@ Documented annotations:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,8 +22,6 @@ from nsbaseline import names
 
 INGRESS_PORTS = names.ANNOTATION_PREFIX + "ingress-ports"
 MONITORING_PORTS = names.ANNOTATION_PREFIX + "monitoring-ports"
-_PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
-_PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 
 class ParamError(ValueError):
@@ -40,7 +37,7 @@ def parse_ports(annotation: str, text: str) -> list[dict[str, Any]]:
             continue
         port_part, _, protocol = item.partition("/")
         protocol = protocol.upper() or "TCP"
-        if protocol not in _PROTOCOLS:
+        if protocol not in names.PROTOCOLS:
             raise ParamError(f"annotation {annotation}: unknown protocol in {item!r}")
         entry: dict[str, Any] = {"protocol": protocol}
         low, dash, high = port_part.partition("-")
@@ -53,9 +50,11 @@ def parse_ports(annotation: str, text: str) -> list[dict[str, Any]]:
                         f"annotation {annotation}: range {item!r} ends before it starts"
                     )
             for value in (entry["port"], entry.get("endPort", 1)):
-                if not 1 <= value <= 65535:
-                    raise ParamError(f"annotation {annotation}: port {value} is not in 1-65535")
-        elif _PORT_NAME.match(port_part):
+                if not 1 <= value <= names.MAX_PORT:
+                    raise ParamError(
+                        f"annotation {annotation}: port {value} is not in 1-{names.MAX_PORT}"
+                    )
+        elif names.is_port_name(port_part):
             entry["port"] = port_part
         else:
             raise ParamError(

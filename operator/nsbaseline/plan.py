@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nsbaseline import canonical, names
-from nsbaseline.model import NamespaceInfo, PolicyInfo
+from nsbaseline.model import BaselinePolicy, Namespace
 from nsbaseline.observed import ManagedObject, spec_digest
-from nsbaseline.render import PolicyRender, RenderedObject
+from nsbaseline.render import PolicyRender, RenderedObject, RenderError
 
 HASH_ANNOTATION = names.ANNOTATION_PREFIX + "applied-hash"
 
@@ -42,7 +42,7 @@ class Action:
     verb: Verb
     namespace: str
     name: str
-    policy: str
+    policy_name: str
     piece: str
     body: Mapping[str, Any] | None = None
     uid: str | None = None
@@ -56,7 +56,9 @@ class Action:
 
 @dataclass(frozen=True)
 class Conflict:
-    policy: str
+    """A NetworkPolicy that is not ours holds a name a BaselinePolicy needs."""
+
+    policy_name: str
     namespace: str
     name: str
 
@@ -74,7 +76,7 @@ class Plan:
     phases: list[list[Action]] = field(default_factory=list)
     audit: list[Action] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
-    errors: list[Any] = field(default_factory=list)
+    errors: list[RenderError] = field(default_factory=list)
     #: Policies selecting this namespace -> their desired objects, for status and bookkeeping.
     selected: dict[str, list[RenderedObject]] = field(default_factory=dict)
 
@@ -82,8 +84,8 @@ class Plan:
     def writes(self) -> list[Action]:
         return [a for phase in self.phases for a in phase]
 
-    def policy_writes(self, policy: str) -> list[Action]:
-        return [a for a in self.writes if a.policy == policy]
+    def policy_writes(self, policy_name: str) -> list[Action]:
+        return [a for a in self.writes if a.policy_name == policy_name]
 
 
 def in_sync(desired: Mapping[str, Any], actual: ManagedObject) -> bool:
@@ -121,10 +123,10 @@ def _piece_of(obj: ManagedObject, policy: str) -> str:
 
 
 def build_plan(
-    namespace: NamespaceInfo,
+    namespace: Namespace,
     renders: Sequence[PolicyRender],
     actual: Collection[ManagedObject],
-    all_policies: Mapping[str, PolicyInfo],
+    all_policies: Mapping[str, BaselinePolicy],
     applied_hashes: Mapping[tuple[str, str], str] | None = None,
 ) -> Plan:
     """Compare what the selecting policies want with what exists, and order the writes.
@@ -162,7 +164,7 @@ def build_plan(
                 verb="Create" if current is None else "Update",
                 namespace=namespace.name,
                 name=obj.name,
-                policy=obj.policy,
+                policy_name=obj.policy_name,
                 piece=obj.piece,
                 body=with_hash(obj.body),
                 repair=repair,
@@ -189,8 +191,8 @@ def build_plan(
             verb="Delete",
             namespace=namespace.name,
             name=existing.name,
-            policy=policy or "",
-            piece=_piece_of(existing, policy or ""),
+            policy_name=policy,
+            piece=_piece_of(existing, policy),
             uid=existing.uid,
         )
         if policy in audit_policies:

@@ -40,7 +40,7 @@ def summarise(outcomes: Iterable[Assessment]) -> Summary:
             summary.failed += 1
         summary.conflicts.extend({"namespace": o.namespace, "name": n} for n in o.conflicts)
         summary.errors.extend(
-            {"namespace": o.namespace, "template": e.source, "message": e.message} for e in o.errors
+            {"namespace": o.namespace, "template": e.piece, "message": e.message} for e in o.errors
         )
         summary.pending.extend(
             {"namespace": o.namespace, "name": n, "action": v} for n, v in o.pending

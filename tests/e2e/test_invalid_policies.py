@@ -1,7 +1,7 @@
 """Bad input is refused by the real API server, with a message that names the offending field.
 
 Every case is a BaselinePolicy applied with ``kubectl apply --validate=strict`` exactly the way a
-cluster admin would. The CRD's OpenAPI schema and its CEL rules (``operator/nsbaseline/api.py``)
+cluster admin would. The CRD's OpenAPI schema and its CEL rules (``operator/nsbaseline/spec.py``)
 must refuse it before anything is stored, so the operator never sees a policy it cannot
 enforce. A few valid edge cases pin that the schema is not stricter than the API it mirrors.
 """

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from nsbaseline import api
+from nsbaseline import crd
 from tests.support.kube import Cluster, OperatorProcess, baseline_policy, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -26,7 +26,7 @@ def _field_paths(schema: dict[str, Any], prefix: str) -> Iterator[str]:
 
 
 def test_kubectl_explain_documents_every_spec_field(cluster: Cluster) -> None:
-    paths = list(_field_paths(api.spec_schema(), "baselinepolicy.spec"))
+    paths = list(_field_paths(crd.spec_schema(), "baselinepolicy.spec"))
     assert len(paths) > 40
     # The API server publishes a new CRD's OpenAPI a moment after it is established.
     wait_for(

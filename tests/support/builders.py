@@ -9,7 +9,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo
+from nsbaseline.model import BaselinePolicy, ManagedObject, Namespace
 from nsbaseline.plan import with_hash
 from nsbaseline.render import RenderedObject
 
@@ -18,7 +18,7 @@ NETPOL_HEAD = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
 
 def policy(
     name: str = "base", uid: str | None = None, generation: int = 1, **spec: Any
-) -> PolicyInfo:
+) -> BaselinePolicy:
     """A BaselinePolicy with the CRD's defaults applied, as the operator sees it."""
     body = {
         "apiVersion": "nsbaseline.io/v1alpha1",
@@ -26,7 +26,7 @@ def policy(
         "metadata": {"name": name, "uid": uid or f"uid-{name}", "generation": generation},
         "spec": spec,
     }
-    return PolicyInfo.from_body(body)
+    return BaselinePolicy.from_body(body)
 
 
 def namespace(
@@ -34,13 +34,13 @@ def namespace(
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
     terminating: bool = False,
-) -> NamespaceInfo:
+) -> Namespace:
     """A namespace with the immutable name label the API server always sets."""
     all_labels = {"kubernetes.io/metadata.name": name, **(labels or {})}
-    return NamespaceInfo(name, all_labels, dict(annotations or {}), terminating)
+    return Namespace(name, all_labels, dict(annotations or {}), terminating)
 
 
-def opted_in(name: str = "team-a", **annotations: str) -> NamespaceInfo:
+def opted_in(name: str = "team-a", **annotations: str) -> Namespace:
     return namespace(name, {"nsbaseline.io/enabled": "true"}, annotations)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from nsbaseline import names
 from nsbaseline.kube.errors import ApiError
-from nsbaseline.model import NamespaceInfo, PolicyInfo
+from nsbaseline.model import BaselinePolicy, Namespace
 from nsbaseline.observed import ManagedObject
 
 
@@ -108,17 +108,17 @@ class FakeApi:
 class FakeCluster:
     """Namespaces and BaselinePolicies, as Kopf's indexes would hold them."""
 
-    def __init__(self, namespaces: Iterable[NamespaceInfo], policies: Iterable[PolicyInfo]) -> None:
+    def __init__(self, namespaces: Iterable[Namespace], policies: Iterable[BaselinePolicy]) -> None:
         self.namespaces = {n.name: n for n in namespaces}
         self.policy_map = {p.name: p for p in policies}
 
-    def namespace(self, name: str) -> NamespaceInfo | None:
+    def namespace(self, name: str) -> Namespace | None:
         return self.namespaces.get(name)
 
     def namespace_names(self) -> Iterable[str]:
         return list(self.namespaces)
 
-    def policies(self) -> dict[str, PolicyInfo]:
+    def policies(self) -> dict[str, BaselinePolicy]:
         return dict(self.policy_map)
 
 

@@ -388,15 +388,14 @@ def expected_objects(
     policy_body: Mapping[str, Any], namespaces: list[str], labels: Mapping[str, str]
 ) -> dict[str, dict[str, Mapping[str, Any]]]:
     """namespace -> object name -> desired body, rendered by the operator's own pure core."""
-    from nsbaseline import names
-    from nsbaseline.model import NamespaceInfo, PolicyInfo
+    from nsbaseline.model import BaselinePolicy, Namespace
     from nsbaseline.render import TemplateSet, render_policy
 
-    policy = PolicyInfo.from_body(policy_body)
+    policy = BaselinePolicy.from_body(policy_body)
     templates = TemplateSet()
     out = {}
     for ns in namespaces:
-        info = NamespaceInfo(ns, {**labels, names.NAMESPACE_NAME_LABEL: ns})
+        info = Namespace(ns, labels).with_name_label()
         render = render_policy(templates, info, policy)
         assert not render.errors, render.errors
         out[ns] = {o.name: o.body for o in render.objects}

@@ -1,5 +1,6 @@
-"""The BaselinePolicy API: crds/ is generated from api.py, documented, and defaulted identically
-offline (``nsbaseline render``) and by the API server (structural defaulting from crds/)."""
+"""The BaselinePolicy API: crds/ is generated from the typed model (spec.py), documented, and
+defaulted identically offline (``nsbaseline render``) and by the API server (structural
+defaulting from crds/)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import pytest
 import yaml
 
 from hack import gen_crd
-from nsbaseline import api
-from nsbaseline.model import PolicyInfo
-from nsbaseline.schema import apply_defaults
+from nsbaseline import crd
+from nsbaseline.model import BaselinePolicy
+from nsbaseline.spec import BaselinePolicySpec, LabelSelector
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "baselinepolicies.nsbaseline.io.yaml"
@@ -31,9 +32,14 @@ def _root_schema(crd: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def apply_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """What offline rendering makes of a spec: parsed into the typed model, dumped back."""
+    return BaselinePolicySpec.from_json(spec).to_json()
+
+
 def _server_default(value: Any, schema: dict[str, Any]) -> Any:
     """Structural defaulting as the API server documents it, written independently of
-    nsbaseline.schema: prune nulls of non-nullable fields, fill missing defaulted properties,
+    the typed model: prune nulls of non-nullable fields, fill missing defaulted properties,
     then recurse into properties, array items and additionalProperties."""
     if isinstance(value, dict):
         props = schema.get("properties") or {}
@@ -65,6 +71,28 @@ SPECS: list[dict[str, Any]] = [
     {"namespaceSelector": {}, "excludedNamespaces": []},
     {"namespaceSelector": None, "dns": None, "mode": None},
     {"templates": [{"name": "extra", "values": {"port": None, "x": {"y": 1}}}]},
+    {
+        "namespaceSelector": {
+            "matchLabels": {"team": "a"},
+            "matchExpressions": [
+                {"key": "env", "operator": "In", "values": ["prod"]},
+                {"key": "legacy", "operator": "DoesNotExist"},
+            ],
+        },
+        "annotations": {"nsbaseline.io/owner": "platform"},
+        "exceptions": [
+            {
+                "namespace": "team-a",
+                "pieces": ["default-deny"],
+                "reason": "INC-1",
+                "expiresAt": "2030-01-01T00:00:00Z",
+            }
+        ],
+        "egressCIDRs": [
+            {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"], "ports": [{"port": 1, "endPort": 9}]}
+        ],
+        "monitoring": {"ports": [{"port": "metrics", "protocol": "SCTP"}], "podSelector": None},
+    },
 ]
 
 
@@ -105,8 +133,12 @@ def test_defaults_of_an_empty_spec() -> None:
 def test_null_selector_gets_the_opt_in_default_not_everything() -> None:
     """``namespaceSelector:`` left empty in YAML is null; the API server prunes it and defaults
     it, so offline rendering must not read it as "no selector, select every namespace"."""
-    policy = PolicyInfo.from_body({"metadata": {"name": "p"}, "spec": {"namespaceSelector": None}})
-    assert policy.namespace_selector == {"matchLabels": {"nsbaseline.io/enabled": "true"}}
+    policy = BaselinePolicy.from_body(
+        {"metadata": {"name": "p"}, "spec": {"namespaceSelector": None}}
+    )
+    assert policy.spec.namespace_selector == LabelSelector(
+        match_labels={"nsbaseline.io/enabled": "true"}
+    )
 
 
 def test_explicit_values_win_and_nested_defaults_fill_in() -> None:
@@ -130,7 +162,7 @@ def test_apply_defaults_is_idempotent_and_leaves_its_input_alone() -> None:
 def test_crds_file_is_what_gen_crd_writes() -> None:
     assert gen_crd.TARGET == CRD_FILE
     assert CRD_FILE.read_text() == gen_crd.render(), "crds/ is stale: run `make crds`"
-    assert _crd_from_file() == api.crd()
+    assert _crd_from_file() == crd.crd()
 
 
 def _properties(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:

@@ -216,3 +216,14 @@ def test_policy_from_stdin(files: Path) -> None:
     )
     assert result.exit_code == 0
     assert result.stdout.count("kind: NetworkPolicy") == 4
+
+
+def test_a_policy_value_of_the_wrong_type_is_one_line_naming_the_field(tmp_path: Path) -> None:
+    """The API server would refuse it; offline it must not render as if it meant something."""
+    (tmp_path / "policy.yaml").write_text(POLICY.replace("enabled: true", "enabled: 'yes'", 1))
+    result = run("-f", tmp_path / "policy.yaml", "-n", "team-b")
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert result.stderr.strip() == (
+        f"error: {tmp_path / 'policy.yaml'}: BaselinePolicy baseline: "
+        "spec.monitoring.enabled: must be true or false"
+    )

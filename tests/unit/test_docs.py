@@ -17,7 +17,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from hack import gen_docs
-from nsbaseline import api, cli
+from nsbaseline import cli, crd
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -31,7 +31,7 @@ def _schema_nodes(schema: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def _root() -> dict[str, Any]:
-    schema: dict[str, Any] = api.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema: dict[str, Any] = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     return schema
 
 
@@ -90,7 +90,7 @@ def test_nested_fields_get_their_own_entry(path: str) -> None:
 
 def test_printer_columns_and_condition_reasons_are_listed() -> None:
     text = gen_docs.render()
-    for column in api.crd()["spec"]["versions"][0]["additionalPrinterColumns"]:
+    for column in crd.crd()["spec"]["versions"][0]["additionalPrinterColumns"]:
         assert column["jsonPath"] in text
     for reason in ("NoNamespacesSelected", "Compliant", "TemplateError", "Conflict", "AuditClean"):
         assert f"`{reason}`" in text

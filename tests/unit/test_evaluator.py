@@ -16,13 +16,13 @@ import pytest
 from nsbaseline.evaluator import (
     ContainerPort,
     Endpoint,
-    Namespace,
+    NetworkPolicy,
     Pod,
-    Policy,
-    PortSet,
     World,
     rule_ports,
 )
+from nsbaseline.model import Namespace
+from nsbaseline.portset import PortSet
 
 # The "test-network-policy" example of the NetworkPolicy concepts page, verbatim.
 TEST_NETWORK_POLICY = {
@@ -110,11 +110,11 @@ EGRESS_RULES_NO_TYPES = {
     "podSelector": {"matchLabels": {"role": "db"}},
     "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}],
 }
-NS_SELECTOR_ALL = {
+NS_SELECTOR_ALL: dict[str, Any] = {
     "podSelector": {},
     "ingress": [{"from": [{"namespaceSelector": {}}]}],
 }
-EMPTY_PEER_SELECTORS = {
+EMPTY_PEER_SELECTORS: dict[str, Any] = {
     "podSelector": {},
     "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {}}]}],
 }
@@ -146,7 +146,7 @@ MATCH_EXPRESSIONS = {
         }
     ],
 }
-EMPTY_INGRESS_LIST = {"podSelector": {}, "ingress": []}
+EMPTY_INGRESS_LIST: dict[str, Any] = {"podSelector": {}, "ingress": []}
 
 
 def world(*policies: tuple[str, dict[str, Any]]) -> World:
@@ -170,7 +170,7 @@ def world(*policies: tuple[str, dict[str, Any]]) -> World:
     return World(
         namespaces,
         pods,
-        [Policy(ns, f"p{i}", spec) for i, (ns, spec) in enumerate(policies)],
+        [NetworkPolicy(ns, f"p{i}", spec) for i, (ns, spec) in enumerate(policies)],
     )
 
 
@@ -548,7 +548,7 @@ def test_allowed_flow_names_the_rule_and_peer() -> None:
     w = world((D, TEST_NETWORK_POLICY))
     verdict = w.check(ep("other/any", w), ep("default/db", w), "TCP", 6379)
     [rule] = verdict.ingress.allowed_by
-    assert (rule.policy, rule.rule, rule.peer) == ("default/p0", 0, 1)
+    assert (rule.network_policy, rule.rule, rule.peer) == ("default/p0", 0, 1)
     assert "allowed by default/p0 ingress[0]" in verdict.reasons()[1]
     assert "not isolated" in verdict.reasons()[0]
 

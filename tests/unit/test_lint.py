@@ -311,3 +311,13 @@ def test_readme_shows_the_real_lint_output_of_the_mistakes_example(
     )
     assert result.exit_code == 1
     assert result.output in readme
+
+
+def test_cli_reports_a_baseline_policy_value_of_the_wrong_type_at_its_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bp.yaml"
+    path.write_text(BASELINE_WITH_EXCEPTIONS.replace("pieces: [default-deny]", "pieces: none"))
+    code, out = run("lint", str(path))
+    assert code == 1
+    assert f"{path}:12: error: must be a list (spec.exceptions[1].pieces) [invalid-policy]" in out

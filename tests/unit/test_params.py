@@ -47,6 +47,8 @@ def test_port_lists_parse(text: str, expected: list[dict[str, object]]) -> None:
         ("web_server", "is not a port"),
         ("a-very-long-port-name", "is not a port"),
         ("-http", "is not a port"),
+        # The API server refuses these on a NetworkPolicy (IANA service names), as the CRD does.
+        ("http--alt", "is not a port"),
         ("80 443", "is not a port"),
         ("80/TCP/UDP", "unknown protocol"),
     ],

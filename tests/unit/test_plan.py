@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
-from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo
+from nsbaseline.model import BaselinePolicy, ManagedObject, Namespace
 from nsbaseline.plan import (
     HASH_ANNOTATION,
     Action,
@@ -21,11 +22,11 @@ from tests.support.builders import foreign, in_cluster, opted_in, policy
 NS = opted_in("team-a")
 TEMPLATES = TemplateSet()
 BROKEN = TemplateSet.from_sources({"allow-dns": "{{ nope }}"})
-FULL = {"monitoring": {"enabled": True}, "ingressController": {"enabled": True}}
+FULL: dict[str, Any] = {"monitoring": {"enabled": True}, "ingressController": {"enabled": True}}
 
 
 def render(
-    pol: PolicyInfo, ns: NamespaceInfo = NS, templates: TemplateSet = TEMPLATES
+    pol: BaselinePolicy, ns: Namespace = NS, templates: TemplateSet = TEMPLATES
 ) -> PolicyRender:
     return render_policy(templates, ns, pol)
 
@@ -38,7 +39,7 @@ def converged(*renders: PolicyRender) -> list[ManagedObject]:
 def plan_for(
     renders: Sequence[PolicyRender],
     actual: Sequence[ManagedObject],
-    policies: Sequence[PolicyInfo] | None = None,
+    policies: Sequence[BaselinePolicy] | None = None,
     applied: dict[tuple[str, str], str] | None = None,
 ) -> Plan:
     all_policies = {p.name: p for p in policies or [r.policy for r in renders]}
@@ -142,14 +143,14 @@ def test_unselected_policy_objects_are_deleted_deny_first() -> None:
     by_name = {o.name: o for o in actual}
     for action in plan.writes:
         assert action.uid == by_name[action.name].uid  # delete preconditioned on the uid we saw
-        assert action.policy == "base"
+        assert action.policy_name == "base"
 
 
 def test_objects_of_a_deleted_policy_are_removed() -> None:
     gone = render(policy("gone"))
     kept = render(policy("kept"))
     plan = plan_for([kept], converged(gone, kept), policies=[kept.policy])
-    assert sorted((a.verb, a.policy, a.piece) for a in plan.writes) == [
+    assert sorted((a.verb, a.policy_name, a.piece) for a in plan.writes) == [
         ("Delete", "gone", "allow-dns"),
         ("Delete", "gone", "default-deny"),
     ]
@@ -163,7 +164,7 @@ def test_full_phase_order_allow_apply_deny_apply_deny_delete_other_delete() -> N
     a_after = render(policy("a", generation=2, defaultDeny={"egress": False}))
     b = render(policy("b", monitoring={"enabled": True}))
     plan = plan_for([a_after, b], converged(old, a_before), policies=[a_after.policy, b.policy])
-    assert [sorted((x.verb, x.policy, x.piece) for x in p) for p in plan.phases] == [
+    assert [sorted((x.verb, x.policy_name, x.piece) for x in p) for p in plan.phases] == [
         [("Create", "b", "allow-dns"), ("Create", "b", "allow-monitoring")],
         [("Create", "b", "default-deny"), ("Update", "a", "default-deny")],
         [("Delete", "old", "default-deny")],
@@ -176,7 +177,7 @@ def test_object_kept_only_by_owner_reference_is_deleted_under_that_policy() -> N
     obj = in_cluster(r.objects[0], labels={})
     plan = plan_for([], [obj], policies=[])
     [action] = plan.writes
-    assert (action.verb, action.policy, action.piece) == ("Delete", "gone", r.objects[0].piece)
+    assert (action.verb, action.policy_name, action.piece) == ("Delete", "gone", r.objects[0].piece)
 
 
 # --- what is never touched ---
@@ -187,7 +188,7 @@ def test_foreign_object_holding_our_name_is_a_conflict_and_never_written() -> No
     deny_name = "nsbaseline-base-default-deny"
     actual = [foreign(NS.name, deny_name), *(o for o in converged(r) if o.name != deny_name)]
     plan = plan_for([r], actual)
-    assert [(c.policy, c.namespace, c.name) for c in plan.conflicts] == [
+    assert [(c.policy_name, c.namespace, c.name) for c in plan.conflicts] == [
         ("base", NS.name, deny_name)
     ]
     assert plan.writes == []
@@ -230,7 +231,7 @@ def test_a_failed_policy_does_not_hold_back_the_others() -> None:
     bad = render(policy("bad"), templates=BROKEN)
     good = render(policy("good"))
     plan = plan_for([bad, good], [])
-    assert {a.policy for a in plan.writes} == {"good"}
+    assert {a.policy_name for a in plan.writes} == {"good"}
     assert len(plan.errors) == 1
 
 

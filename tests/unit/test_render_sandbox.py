@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from nsbaseline.model import NamespaceInfo
-from nsbaseline.render import (
-    MAX_INT_ARGUMENT,
-    MAX_OUTPUT_CHARS,
-    RenderError,
-    TemplateSet,
-    render_policy,
-)
+from nsbaseline.model import Namespace
+from nsbaseline.render import RenderError, TemplateSet, render_policy
+from nsbaseline.sandbox import MAX_INT_ARGUMENT, MAX_OUTPUT_CHARS
 from tests.support.builders import netpol_template, policy
 
-NS = NamespaceInfo("ns-sandbox", {"kubernetes.io/metadata.name": "ns-sandbox"})
+NS = Namespace("ns-sandbox", {"kubernetes.io/metadata.name": "ns-sandbox"})
 POLICY = policy("pol")
 BIG = 10**9
 
@@ -149,7 +144,7 @@ def test_missing_template_is_a_render_error() -> None:
 
 def test_syntax_error_is_reported_again_for_every_namespace() -> None:
     """The compiled result is cached, but each namespace gets an error naming itself."""
-    other = NamespaceInfo("ns-other")
+    other = Namespace("ns-other")
     for ns in (NS, other):
         with pytest.raises(RenderError) as caught:
             TEMPLATES.render("syntax-error", ns, POLICY)
@@ -161,7 +156,7 @@ def test_render_policy_collects_errors_and_keeps_the_other_pieces() -> None:
     pol = policy("pol", templates=[{"name": "extra"}])
     result = render_policy(templates, NS, pol)
     assert [e.template for e in result.errors] == ["extra"]
-    assert result.errors[0].policy == "pol"
+    assert result.errors[0].policy_name == "pol"
     assert {o.piece for o in result.objects} == {"allow-dns", "default-deny"}
 
 
@@ -211,7 +206,7 @@ def test_each_render_gets_a_fresh_loop_budget() -> None:
     src = "{% for i in range(200) %}{% for j in range(200) %}{% endfor %}{% endfor %}"
     templates = TemplateSet.from_sources({"loops": src + netpol_template()})
     for i in range(5):  # a different namespace each time, so no render is served from a cache
-        assert templates.render("loops", NamespaceInfo(f"ns-{i}"), POLICY) is not None
+        assert templates.render("loops", Namespace(f"ns-{i}"), POLICY) is not None
 
 
 def test_empty_output_renders_nothing() -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from nsbaseline.model import Namespace
 from nsbaseline.selection import SelectorError, policies_for, policy_selects, selector_matches
 from tests.support.builders import namespace, policy
 
@@ -115,3 +116,22 @@ def test_policies_for_returns_selecting_policies_sorted_by_name() -> None:
     ns = namespace("team-a", {"env": "prod"})
     assert [p.name for p in policies_for(policies, ns)] == ["alpha", "zeta"]
     assert policies_for(policies, namespace("team-a", terminating=True)) == []
+
+
+def test_one_namespace_model_reads_manifests_and_adds_the_name_label() -> None:
+    """Namespace.from_body is the one reader of Namespace manifests (render, explain, lint, the
+    operator's index); with_name_label adds what the API server sets on every namespace."""
+    body = {
+        "kind": "Namespace",
+        "metadata": {
+            "name": "shop",
+            "labels": {"team": "a"},
+            "annotations": {"nsbaseline.io/ingress-ports": "80"},
+            "deletionTimestamp": "2030-01-01T00:00:00Z",
+        },
+    }
+    ns = Namespace.from_body(body)
+    assert (ns.name, dict(ns.labels), ns.terminating) == ("shop", {"team": "a"}, True)
+    assert ns.effective_labels == {"team": "a", "kubernetes.io/metadata.name": "shop"}
+    assert ns.with_name_label().labels == ns.effective_labels
+    assert ns.with_name_label().annotations == {"nsbaseline.io/ingress-ports": "80"}

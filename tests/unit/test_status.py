@@ -55,7 +55,7 @@ def test_template_error_degrades_with_template_and_namespace_in_the_message() ->
         "",
         errors=(
             Failure(
-                "template", "allow-dns", "template 'allow-dns' for namespace 'team-b': undefined"
+                "allow-dns", "template 'allow-dns' for namespace 'team-b': undefined", "template"
             ),
         ),
     )
@@ -89,7 +89,7 @@ def test_conflict_degrades_and_names_the_foreign_object() -> None:
 def test_errors_take_precedence_over_conflicts_in_the_reason() -> None:
     outcomes = [
         Assessment("base", "a", "conflict", "", conflicts=("x",)),
-        Assessment("base", "b", "error", "", errors=(Failure("template", "t", "boom"),)),
+        Assessment("base", "b", "error", "", errors=(Failure("t", "boom", "template"),)),
     ]
     degraded = conditions(policy_status(1, False, outcomes, {}, T1))["Degraded"]
     assert degraded["reason"] == "TemplateError"
@@ -111,7 +111,7 @@ def test_last_transition_time_moves_when_status_flips() -> None:
     broken = policy_status(
         1,
         False,
-        [Assessment("base", "a", "error", "", errors=(Failure("template", "t", "m"),))],
+        [Assessment("base", "a", "error", "", errors=(Failure("t", "m", "write"),))],
         first,
         T2,
     )

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from nsbaseline import canonical, names
-from nsbaseline.model import NamespaceInfo
+from nsbaseline.model import Namespace
 from nsbaseline.render import TemplateSet, builtin_template_dir, render_policy
 from tests.support.builders import namespace, opted_in, policy
 
@@ -27,7 +27,7 @@ TEMPLATES = TemplateSet()
 OWNER = {"nsbaseline.io/owner": "platform-team", "example.com/ticket": "SEC-101"}
 
 #: case -> (piece, policy spec, namespace)
-CASES: dict[str, tuple[str, dict[str, Any], NamespaceInfo]] = {
+CASES: dict[str, tuple[str, dict[str, Any], Namespace]] = {
     "default-deny--defaults": ("default-deny", {}, opted_in()),
     "default-deny--ingress-only": ("default-deny", {"defaultDeny": {"egress": False}}, opted_in()),
     "default-deny--egress-only": ("default-deny", {"defaultDeny": {"ingress": False}}, opted_in()),
@@ -172,7 +172,7 @@ def test_golden_outputs_are_already_canonical() -> None:
 # --- NetworkPolicy meaning, independent of the golden text ---
 
 
-def _pieces(spec: dict[str, Any], ns: NamespaceInfo | None = None) -> dict[str, Any]:
+def _pieces(spec: dict[str, Any], ns: Namespace | None = None) -> dict[str, Any]:
     result = render_policy(TEMPLATES, ns or opted_in(), policy("baseline", **spec))
     assert not result.errors
     return {o.piece: o.body for o in result.objects}

@@ -17,7 +17,8 @@ import click
 import yaml
 
 from nsbaseline import kube, names
-from nsbaseline.model import PolicyInfo
+from nsbaseline.model import BaselinePolicy
+from nsbaseline.schema import SpecError
 
 EXIT_RENDER_ERROR = 1
 EXIT_BAD_INPUT = 2
@@ -128,7 +129,7 @@ def load_yaml_docs(path: Path) -> list[dict[str, Any]]:
     return docs
 
 
-def policies_from(docs: Sequence[dict[str, Any]], path: Path) -> list[PolicyInfo]:
+def policies_from(docs: Sequence[dict[str, Any]], path: Path) -> list[BaselinePolicy]:
     """The BaselinePolicies among ``docs`` (other kinds are skipped, and said so)."""
     policies = []
     for doc in docs:
@@ -144,7 +145,10 @@ def policies_from(docs: Sequence[dict[str, Any]], path: Path) -> list[PolicyInfo
             raise CliError(f"{path}: a {names.KIND} needs metadata.name")
         if not isinstance(doc.get("spec", {}), dict):
             raise CliError(f"{path}: spec must be a mapping")
-        policies.append(PolicyInfo.from_body(doc))
+        try:
+            policies.append(BaselinePolicy.from_body(doc))
+        except SpecError as exc:
+            raise CliError(f"{path}: {names.KIND} {doc['metadata']['name']}: {exc}") from exc
     if not policies:
         raise CliError(f"{path}: no {names.KIND} found")
     return policies

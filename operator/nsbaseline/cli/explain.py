@@ -18,9 +18,10 @@ from nsbaseline.cli.common import (
     templates_dir_option,
     with_cluster,
 )
-from nsbaseline.evaluator import Policy as EvalPolicy
+from nsbaseline.evaluator import NetworkPolicy
 from nsbaseline.explain import (
     FORMATS,
+    PORT_SYNTAX,
     ExplainError,
     Inputs,
     build_world,
@@ -29,7 +30,7 @@ from nsbaseline.explain import (
     matrix,
     query,
 )
-from nsbaseline.model import NamespaceInfo
+from nsbaseline.model import Namespace
 from nsbaseline.render import TemplateSet, render_policy
 
 
@@ -58,14 +59,15 @@ def _inputs(
     templates = TemplateSet(templates_dir)
     known = {n.name: n for n in inputs.namespaces}
     for ns_name in namespaces:
-        labels = dict(known[ns_name].labels) if ns_name in known else {}
-        labels[names.NAMESPACE_NAME_LABEL] = ns_name
-        ns = NamespaceInfo(ns_name, labels)
+        ns = Namespace(ns_name, known[ns_name].labels if ns_name in known else {})
+        ns = ns.with_name_label()
         for policy in policies:
             rendered = render_policy(templates, ns, policy)
             for error in rendered.errors:
                 click.echo(f"error: {error}", err=True)
-            inputs.policies.extend(EvalPolicy.from_body(o.body) for o in rendered.objects)
+            inputs.network_policies.extend(
+                NetworkPolicy.from_body(o.body) for o in rendered.objects
+            )
     return inputs
 
 
@@ -88,7 +90,7 @@ def _inputs(
 @click.option("-n", "--namespace", "namespaces", multiple=True, help="Namespace(s) for the matrix.")
 @click.option("--from", "source", default=None, help="ns/pod, ns, ip:ADDR, dns or external.")
 @click.option("--to", "destination", default=None, help="ns/pod, ns, ip:ADDR, dns or external.")
-@click.option("--port", default=None, help="PORT[/TCP|UDP|SCTP] for --from/--to (TCP default).")
+@click.option("--port", default=None, help=f"{PORT_SYNTAX} for --from/--to (TCP default).")
 @click.option("-o", "--output", type=click.Choice(FORMATS), default="table", show_default=True)
 @templates_dir_option()
 @cluster_options

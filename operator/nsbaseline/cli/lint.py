@@ -21,8 +21,9 @@ from nsbaseline.cli.common import (
     templates_dir_option,
     with_cluster,
 )
-from nsbaseline.model import NamespaceInfo, PolicyInfo
+from nsbaseline.model import BaselinePolicy, Namespace
 from nsbaseline.render import TEMPLATE_SUFFIX, TemplateSet, builtin_template_dir, render_policy
+from nsbaseline.schema import SpecError
 
 
 @click.command()
@@ -70,7 +71,7 @@ def lint(
     lint_context = lint_.Context(pod_cidrs=tuple(pod_cidr), service_cidrs=tuple(service_cidr))
     docs: list[lint_.Located] = []
     findings: list[lint_.Finding] = []
-    namespace = NamespaceInfo(sample, {names.NAMESPACE_NAME_LABEL: sample})
+    namespace = Namespace(sample).with_name_label()
     templates = TemplateSet(templates_dir)
     for path in files:
         try:
@@ -83,7 +84,11 @@ def lint(
         for doc in located:
             if isinstance(doc.data, dict) and doc.data.get("kind") == names.KIND:
                 line = doc.line(())
-                rendered = render_policy(templates, namespace, PolicyInfo.from_body(doc.data))
+                try:
+                    policy = BaselinePolicy.from_body(doc.data)
+                except (SpecError, KeyError, TypeError):
+                    continue  # not renderable: lint reports why (invalid-policy)
+                rendered = render_policy(templates, namespace, policy)
                 docs += [
                     lint_.rendered(o.body, str(path), line, origin=f"piece {o.piece}")
                     for o in rendered.objects
@@ -128,11 +133,11 @@ def lint(
         sys.exit(1)
 
 
-def _lint_template_policy(policy_file: Path | None, templates: TemplateSet) -> PolicyInfo:
+def _lint_template_policy(policy_file: Path | None, templates: TemplateSet) -> BaselinePolicy:
     if policy_file is not None:
         return policies_from(load_yaml_docs(policy_file), policy_file)[0]
     extra = sorted(n for n in templates.sources if n not in names.BUILTIN_PIECES)
-    return PolicyInfo.from_body(
+    return BaselinePolicy.from_body(
         {
             "metadata": {"name": "lint"},
             "spec": {

@@ -12,7 +12,6 @@ from pathlib import Path
 import click
 import yaml
 
-from nsbaseline import names
 from nsbaseline.cli.common import (
     EXIT_RENDER_ERROR,
     CliError,
@@ -21,7 +20,7 @@ from nsbaseline.cli.common import (
     policies_from,
     templates_dir_option,
 )
-from nsbaseline.model import NamespaceInfo
+from nsbaseline.model import Namespace
 from nsbaseline.plan import build_plan, with_hash
 from nsbaseline.render import RenderedObject, TemplateSet, render_policy
 from nsbaseline.selection import policy_selects
@@ -32,7 +31,7 @@ def namespace_from_options(
     namespace_file: Path | None,
     labels: Sequence[str],
     annotations: Sequence[str],
-) -> NamespaceInfo:
+) -> Namespace:
     """The namespace to render for, with the immutable name label the API server always sets."""
     if namespace_file is not None:
         docs = load_yaml_docs(namespace_file)
@@ -40,16 +39,12 @@ def namespace_from_options(
             raise CliError(f"{namespace_file}: expected exactly one Namespace")
         if not (docs[0].get("metadata") or {}).get("name"):
             raise CliError(f"{namespace_file}: the Namespace needs metadata.name")
-        namespace = NamespaceInfo.from_body(docs[0])
+        namespace = Namespace.from_body(docs[0])
     elif name:
-        namespace = NamespaceInfo(name, pairs(labels, "label"), pairs(annotations, "annotation"))
+        namespace = Namespace(name, pairs(labels, "label"), pairs(annotations, "annotation"))
     else:
         raise CliError("give --namespace NAME (with --label/--annotation) or --namespace-file")
-    return NamespaceInfo(
-        namespace.name,
-        {**namespace.labels, names.NAMESPACE_NAME_LABEL: namespace.name},
-        namespace.annotations,
-    )
+    return Namespace(namespace.name, namespace.effective_labels, namespace.annotations)
 
 
 @click.command()

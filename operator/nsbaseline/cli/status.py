@@ -14,24 +14,34 @@ from typing import Any
 import click
 import yaml
 
-from nsbaseline import kube
+from nsbaseline import kube, names
 from nsbaseline.assessment import Assessment, assess_namespace
-from nsbaseline.cli.common import cluster_options, table, templates_dir_option, with_cluster
-from nsbaseline.model import ManagedObject, NamespaceInfo, PolicyInfo, is_candidate
+from nsbaseline.cli.common import (
+    CliError,
+    cluster_options,
+    table,
+    templates_dir_option,
+    with_cluster,
+)
+from nsbaseline.model import BaselinePolicy, ManagedObject, Namespace, is_candidate
 from nsbaseline.plan import build_plan
 from nsbaseline.render import TemplateSet, render_policy
+from nsbaseline.schema import SpecError
 from nsbaseline.selection import policies_for
 
 
-async def _read(client: kube.KubeClient) -> tuple[list[PolicyInfo], list[Any], list[Any]]:
-    policies = [PolicyInfo.from_body(b) for b in await client.list_policies()]
+async def _read(client: kube.KubeClient) -> tuple[list[BaselinePolicy], list[Any], list[Any]]:
+    try:
+        policies = [BaselinePolicy.from_body(b) for b in await client.list_policies()]
+    except SpecError as exc:  # only if the installed CRD is not the one this version expects
+        raise CliError(f"a {names.KIND} in the cluster cannot be read: {exc}") from exc
     namespaces = await client.list_namespaces()
     objects, _ = await client.list_network_policies()
     return policies, namespaces, objects
 
 
 def assessments(
-    policies: list[PolicyInfo],
+    policies: list[BaselinePolicy],
     namespace_bodies: list[Any],
     object_bodies: list[Any],
     templates: TemplateSet,
@@ -45,12 +55,12 @@ def assessments(
             by_namespace.setdefault(obj.namespace, []).append(obj)
     index = {p.name: p for p in policies}
     rows: list[Assessment] = []
-    for ns in sorted((NamespaceInfo.from_body(b) for b in namespace_bodies), key=lambda n: n.name):
+    for ns in sorted((Namespace.from_body(b) for b in namespace_bodies), key=lambda n: n.name):
         selecting = policies_for(policies, ns)
         renders = [render_policy(templates, ns, p, now) for p in selecting]
         plan = build_plan(ns, renders, by_namespace.get(ns.name, []), index)
         rows.extend(assess_namespace(ns, policies, plan, now))
-    return sorted(rows, key=lambda r: (r.policy, r.namespace))
+    return sorted(rows, key=lambda r: (r.policy_name, r.namespace))
 
 
 @click.command()
@@ -68,7 +78,7 @@ def status(
     now = datetime.datetime.now(datetime.UTC)
     rows = assessments(policies, namespaces, objects, TemplateSet(templates_dir), now)
     data = [
-        {"policy": r.policy, "namespace": r.namespace, "state": r.state, "detail": r.detail}
+        {"policy": r.policy_name, "namespace": r.namespace, "state": r.state, "detail": r.detail}
         for r in rows
     ]
     if output == "yaml":

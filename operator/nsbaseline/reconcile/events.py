@@ -92,11 +92,11 @@ class EventRecorder:
                     self.on_policy(policy, "Conflict", message)
                     self.on_namespace(namespace, "Conflict", message, "Warning")
             for error in assessment.errors:
-                key = ("error", policy, error.source, error.message)
+                key = ("error", policy, error.piece, error.message)
                 live.add(key)
                 if key not in reported:
                     if error.kind == "template":
-                        metrics.TEMPLATE_ERRORS.labels(error.source).inc()
+                        metrics.TEMPLATE_ERRORS.labels(error.piece).inc()
                     reason = "TemplateError" if error.kind == "template" else "ApplyFailed"
                     self.on_policy(policy, reason, error.message)
         if live:

@@ -120,7 +120,7 @@ class WriteExecutor:
         for phase in plan.phases:
             runnable = []
             for action in phase:
-                if action.policy in stopped:
+                if action.policy_name in stopped:
                     result.failed.setdefault(action.name, "not attempted: an earlier step failed")
                 else:
                     runnable.append(action)
@@ -130,7 +130,7 @@ class WriteExecutor:
             for action, answer in zip(runnable, answers, strict=True):
                 if isinstance(answer, BaseException):
                     result.failed[action.name] = _describe(answer)
-                    stopped.add(action.policy)
+                    stopped.add(action.policy_name)
                     logger.warning(
                         "%s of NetworkPolicy %s/%s failed: %s",
                         action.verb,
@@ -173,7 +173,7 @@ class WriteExecutor:
                 found = ManagedObject.from_body(holder)
                 if not found.ours:
                     self._foreign.remember(found)
-                    return Conflict(action.policy, action.namespace, action.name)
+                    return Conflict(action.policy_name, action.namespace, action.name)
                 stored = await self._apply(action, desired)  # ours, but unlabelled: repair it
         else:
             stored = await self._apply(action, desired)

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from nsbaseline import exceptions, metrics
+from nsbaseline import exemptions, metrics
 from nsbaseline.assessment import Assessment, assess
-from nsbaseline.model import NamespaceInfo, PolicyInfo
+from nsbaseline.model import BaselinePolicy, Namespace
 from nsbaseline.observed import ManagedObject
 from nsbaseline.plan import Action, Plan, build_plan
 from nsbaseline.reconcile.events import EventRecorder, EventSink
@@ -47,9 +47,9 @@ logger = logging.getLogger("nsbaseline")
 class ClusterView(Protocol):
     """Namespaces and BaselinePolicies as watched (Kopf's indexes in the operator)."""
 
-    def namespace(self, name: str) -> NamespaceInfo | None: ...
+    def namespace(self, name: str) -> Namespace | None: ...
     def namespace_names(self) -> Iterable[str]: ...
-    def policies(self) -> dict[str, PolicyInfo]: ...
+    def policies(self) -> dict[str, BaselinePolicy]: ...
 
 
 class Api(Writer, StatusWriter, EventSink, Protocol):
@@ -137,7 +137,7 @@ class Reconciler:
         created: dict[str, list[str]] = {}
         for action in done:
             if action.verb != "Delete" and not action.repair:
-                created.setdefault(action.policy, []).append(action.piece)
+                created.setdefault(action.policy_name, []).append(action.piece)
         if created:
             self.events.applied(plan.namespace, created)
         self.events.problems(plan.namespace, assessments)
@@ -149,7 +149,7 @@ class Reconciler:
                 action.namespace,
                 "Removed",
                 f"Removed NetworkPolicy {action.name} ({action.piece}) of BaselinePolicy "
-                f"{action.policy}: no longer selected",
+                f"{action.policy_name}: no longer selected",
             )
         elif action.repair and stored is not None:
             metrics.DRIFT_REPAIRS.labels(action.piece).inc()
@@ -159,8 +159,8 @@ class Reconciler:
                 action.name,
                 stored.uid,
                 "Repaired",
-                f"Restored NetworkPolicy {action.name} of BaselinePolicy {action.policy} after "
-                f"it was {'deleted' if action.verb == 'Create' else 'changed'}",
+                f"Restored NetworkPolicy {action.name} of BaselinePolicy {action.policy_name} "
+                f"after it was {'deleted' if action.verb == 'Create' else 'changed'}",
             )
 
     def _forget(self, namespace: str) -> None:
@@ -181,7 +181,7 @@ class Reconciler:
         names_ = set(self.cluster.namespace_names()) | set(self.status.namespaces())
         self.queue.add_all(names_ | set(self.objects.namespaces()))
 
-    def policy_changed(self, policy: PolicyInfo | None, name: str) -> None:
+    def policy_changed(self, policy: BaselinePolicy | None, name: str) -> None:
         """A BaselinePolicy event: re-reconcile everything only when its spec really changed."""
         if self.status.policy_changed(policy, name):
             self.enqueue_all()
@@ -197,12 +197,12 @@ class Reconciler:
         asyncio.get_running_loop().call_later(delay, self.enqueue, namespace)
 
     def _schedule_expiries(
-        self, namespace: str, selecting: Iterable[PolicyInfo], now: datetime.datetime
+        self, namespace: str, selecting: Iterable[BaselinePolicy], now: datetime.datetime
     ) -> None:
         """Re-reconcile ``namespace`` exactly when an active exception ends (no sweep delay)."""
         loop = asyncio.get_running_loop()
         for policy in selecting:
-            when = exceptions.next_expiry(policy.spec, namespace, now)
+            when = exemptions.next_expiry(policy.spec, namespace, now)
             key = (namespace, policy.name, when) if when else None
             if key is None or key in self._expiry_timers:
                 continue

@@ -14,10 +14,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from nsbaseline import canonical, exceptions, metrics
+from nsbaseline import canonical, exemptions, metrics
 from nsbaseline.assessment import Assessment
 from nsbaseline.kube.errors import ApiError
-from nsbaseline.model import PolicyInfo
+from nsbaseline.model import BaselinePolicy
 from nsbaseline.status import policy_status
 
 logger = logging.getLogger("nsbaseline")
@@ -35,7 +35,7 @@ class StatusBook:
     def __init__(
         self,
         writer: StatusWriter,
-        policies: Callable[[], Mapping[str, PolicyInfo]],
+        policies: Callable[[], Mapping[str, BaselinePolicy]],
         clock: Callable[[], datetime.datetime],
     ) -> None:
         self._writer = writer
@@ -76,7 +76,7 @@ class StatusBook:
         """Recompute ``policy``'s status at the next flush (its spec or an exception changed)."""
         self._dirty.add(policy)
 
-    def policy_changed(self, policy: PolicyInfo | None, name: str) -> bool:
+    def policy_changed(self, policy: BaselinePolicy | None, name: str) -> bool:
         """A BaselinePolicy event; True when its spec really changed (a new generation).
 
         Our own status writes come back as events too; they must not start a sweep each time.
@@ -113,7 +113,7 @@ class StatusBook:
             status = policy_status(
                 policy.generation, policy.audit, outcomes, previous, _timestamp(now)
             )
-            status["exceptions"] = exceptions.status_entries(policy.spec, now)
+            status["exceptions"] = exemptions.status_entries(policy.spec, now)
             metrics.MATCHED.labels(name).set(status["matchedNamespaces"])
             metrics.COMPLIANT.labels(name).set(status["compliantNamespaces"])
             if canonical.fingerprint(status) == canonical.fingerprint(dict(policy.status)):

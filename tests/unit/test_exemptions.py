@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
-from nsbaseline import exceptions
-from nsbaseline.model import NamespaceInfo, PolicyInfo
+from nsbaseline import exemptions
+from nsbaseline.model import BaselinePolicy, Namespace
 from nsbaseline.render import TemplateSet, render_policy
+from nsbaseline.spec import BaselinePolicySpec
 
 UTC = datetime.UTC
 T0 = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-SPEC = {
+RAW: dict[str, Any] = {
     "exceptions": [
         {
             "namespace": "team-a",
@@ -32,40 +34,42 @@ SPEC = {
         },
     ]
 }
+SPEC = BaselinePolicySpec.from_json(RAW)
 
 
 def test_exception_is_active_strictly_before_its_deadline() -> None:
-    [first, *_] = exceptions.parse(SPEC)
+    [first, *_] = exemptions.valid(SPEC)
+    assert first.deadline is not None
     assert first.active(T0)
-    assert first.active(first.expires_at - datetime.timedelta(microseconds=1))
-    assert not first.active(first.expires_at)
+    assert first.active(first.deadline - datetime.timedelta(microseconds=1))
+    assert not first.active(first.deadline)
 
 
 def test_active_exceptions_hold_back_their_pieces_for_their_namespace_only() -> None:
-    assert exceptions.excepted_pieces(SPEC, "team-a", T0) == {
+    assert exemptions.held_back(SPEC, "team-a", T0) == {
         "allow-monitoring",
         "default-deny",
         "allow-dns",
     }
     later = T0 + datetime.timedelta(minutes=45)
-    assert exceptions.excepted_pieces(SPEC, "team-a", later) == {"allow-monitoring", "default-deny"}
-    assert exceptions.excepted_pieces(SPEC, "team-b", T0) == frozenset()
-    assert exceptions.excepted_pieces(SPEC, "team-c", T0) == frozenset()
+    assert exemptions.held_back(SPEC, "team-a", later) == {"allow-monitoring", "default-deny"}
+    assert exemptions.held_back(SPEC, "team-b", T0) == frozenset()
+    assert exemptions.held_back(SPEC, "team-c", T0) == frozenset()
 
 
 def test_next_expiry_is_the_earliest_active_deadline() -> None:
-    assert exceptions.next_expiry(SPEC, "team-a", T0) == datetime.datetime(
+    assert exemptions.next_expiry(SPEC, "team-a", T0) == datetime.datetime(
         2030, 1, 1, 12, 30, tzinfo=UTC
     )
     after = datetime.datetime(2030, 1, 1, 12, 30, tzinfo=UTC)
-    assert exceptions.next_expiry(SPEC, "team-a", after) == datetime.datetime(
+    assert exemptions.next_expiry(SPEC, "team-a", after) == datetime.datetime(
         2030, 1, 1, 13, 0, tzinfo=UTC
     )
-    assert exceptions.next_expiry(SPEC, "team-b", T0) is None
+    assert exemptions.next_expiry(SPEC, "team-b", T0) is None
 
 
 def test_status_lists_active_before_expired() -> None:
-    entries = exceptions.status_entries(SPEC, T0)
+    entries = exemptions.status_entries(SPEC, T0)
     assert [(e["namespace"], e["state"]) for e in entries] == [
         ("team-a", "Active"),
         ("team-a", "Active"),
@@ -75,16 +79,18 @@ def test_status_lists_active_before_expired() -> None:
 
 
 def test_unparseable_entries_are_ignored() -> None:
-    spec = {"exceptions": [{"namespace": "a", "pieces": ["x"], "reason": "r", "expiresAt": "soon"}]}
-    assert exceptions.parse(spec) == []
-    assert exceptions.parse({}) == []
+    spec = BaselinePolicySpec.from_json(
+        {"exceptions": [{"namespace": "a", "pieces": ["x"], "reason": "r", "expiresAt": "soon"}]}
+    )
+    assert exemptions.valid(spec) == []
+    assert exemptions.valid(BaselinePolicySpec()) == []
 
 
 def test_render_leaves_out_excepted_pieces_until_expiry() -> None:
-    policy = PolicyInfo.from_body(
-        {"metadata": {"name": "base"}, "spec": {"monitoring": {"enabled": True}, **SPEC}}
+    policy = BaselinePolicy.from_body(
+        {"metadata": {"name": "base"}, "spec": {"monitoring": {"enabled": True}, **RAW}}
     )
-    ns = NamespaceInfo("team-a", {"kubernetes.io/metadata.name": "team-a"})
+    ns = Namespace("team-a", {"kubernetes.io/metadata.name": "team-a"})
     templates = TemplateSet()
     during = render_policy(templates, ns, policy, T0)
     assert [o.piece for o in during.objects] == []
