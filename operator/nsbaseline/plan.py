@@ -28,10 +28,13 @@ def desired_hash(body: Mapping[str, Any]) -> str:
     return digest[:16]
 
 
-def with_hash(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The object to send: ``body`` plus the hash annotation of ``body`` itself."""
+def with_hash(body: Mapping[str, Any], digest: str = "") -> dict[str, Any]:
+    """The object to send: ``body`` plus the hash annotation of ``body`` itself (``digest``,
+    when the caller knows it already)."""
     meta = dict(body["metadata"])
-    meta["annotations"] = {**(meta.get("annotations") or {}), HASH_ANNOTATION: desired_hash(body)}
+    annotations = {**(meta.get("annotations") or {})}
+    annotations[HASH_ANNOTATION] = digest or desired_hash(body)
+    meta["annotations"] = annotations
     return {**body, "metadata": meta}
 
 
@@ -88,10 +91,15 @@ class Plan:
         return [a for a in self.writes if a.policy_name == policy_name]
 
 
-def in_sync(desired: Mapping[str, Any], actual: ManagedObject) -> bool:
-    """Whether ``actual`` already carries everything ``desired`` sets (and nothing we dropped)."""
+def in_sync(
+    desired: Mapping[str, Any], actual: ManagedObject, digest: str = "", spec_hash: str = ""
+) -> bool:
+    """Whether ``actual`` already carries everything ``desired`` sets (and nothing we dropped).
+
+    ``digest`` and ``spec_hash``: the desired body's hashes when the caller knows them already.
+    """
     meta = desired["metadata"]
-    if actual.annotations.get(HASH_ANNOTATION) != desired_hash(desired):
+    if actual.annotations.get(HASH_ANNOTATION) != (digest or desired_hash(desired)):
         return False
     for key, value in (meta.get("labels") or {}).items():
         if actual.labels.get(key) != value:
@@ -102,7 +110,7 @@ def in_sync(desired: Mapping[str, Any], actual: ManagedObject) -> bool:
     for ref in meta.get("ownerReferences") or []:
         if not any(r.uid == ref["uid"] for r in actual.owner_references):
             return False
-    return actual.spec_digest == spec_digest(desired["spec"])
+    return actual.spec_digest == (spec_hash or spec_digest(desired["spec"]))
 
 
 def owner_policy(obj: ManagedObject) -> str | None:
@@ -156,9 +164,9 @@ def build_plan(
             if current is not None and not current.ours:
                 plan.conflicts.append(Conflict(render.policy.name, namespace.name, obj.name))
                 continue
-            if current is not None and in_sync(obj.body, current):
+            digest = obj.digest or desired_hash(obj.body)
+            if current is not None and in_sync(obj.body, current, digest, obj.spec_digest):
                 continue
-            digest = desired_hash(obj.body)
             repair = applied_hashes.get((namespace.name, obj.name)) == digest
             action = Action(
                 verb="Create" if current is None else "Update",
@@ -166,7 +174,7 @@ def build_plan(
                 name=obj.name,
                 policy_name=obj.policy_name,
                 piece=obj.piece,
-                body=with_hash(obj.body),
+                body=with_hash(obj.body, digest),
                 repair=repair,
                 digest=digest,
             )

@@ -17,11 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
+import jinja2.nodes
 
 from nsbaseline import exemptions, names
 from nsbaseline.model import BaselinePolicy, Namespace
 from nsbaseline.params import ParamError, namespace_params
-from nsbaseline.rendered import InvalidOutput, RenderedObject, to_object
+from nsbaseline.rendered import (
+    InvalidOutput,
+    NamespaceBound,
+    RenderedObject,
+    Shape,
+    shape_of,
+    to_object,
+)
 from nsbaseline.sandbox import (
     LOOP_BUDGET,
     MAX_LOOP_STEPS,
@@ -78,9 +87,10 @@ class TemplateSet:
         self._env.globals = {"dict": dict}
         self._env.filters = {k: bounded_filter(v) for k, v in self._env.filters.items()}
         self._compiled: dict[str, jinja2.Template | RenderError] = {}
-        self._rendered: OrderedDict[tuple[Any, ...], RenderedObject | RenderError | None] = (
-            OrderedDict()
-        )
+        self._reads: dict[str, frozenset[str]] = {}
+        #: (template, policy, what it reads) -> rendered text; (template, policy, text) -> shape.
+        self._texts: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+        self._shapes: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 
     @classmethod
     def from_sources(cls, sources: Mapping[str, str]) -> TemplateSet:
@@ -89,7 +99,6 @@ class TemplateSet:
         merged = {**result.sources, **sources}
         result.sources = merged
         result._env.loader = jinja2.DictLoader({n + TEMPLATE_SUFFIX: s for n, s in merged.items()})
-        result._rendered.clear()
         return result
 
     def _template(self, name: str, namespace: str) -> jinja2.Template:
@@ -141,46 +150,79 @@ class TemplateSet:
             LOOP_BUDGET.reset(token)
         return "".join(chunks)
 
+    def reads(self, name: str) -> frozenset[str]:
+        """The context variables template ``name`` can read (all of them when unsure).
+
+        Found from the template's syntax tree; a template that includes, imports or extends
+        another may read anything that one reads, so it counts as reading everything.
+        """
+        cached = self._reads.get(name)
+        if cached is None:
+            try:
+                tree = self._env.parse(self.sources[name])
+            except (KeyError, jinja2.TemplateSyntaxError):
+                cached = ALL_INPUTS
+            else:
+                nested = (jinja2.nodes.Include, jinja2.nodes.Import, jinja2.nodes.FromImport)
+                if any(True for _ in tree.find_all((*nested, jinja2.nodes.Extends))):
+                    cached = ALL_INPUTS
+                else:
+                    cached = frozenset(jinja2.meta.find_undeclared_variables(tree))
+            self._reads[name] = cached
+        return cached
+
     def render(
         self, name: str, namespace: Namespace, policy: BaselinePolicy
     ) -> RenderedObject | None:
         """Render template ``name`` for ``namespace``; ``None`` when it renders nothing.
 
-        Memoised (bounded LRU): the operator re-renders a namespace each time the watch echoes
-        one of its own writes, and rendering (Jinja plus YAML parsing) was most of a reconcile's
-        CPU in profiles. The key holds every input a render reads; results are read-only.
+        Rendering (Jinja, then YAML, then validation) was most of a reconcile's CPU in profiles,
+        and the built-in templates render the same text for every namespace of a policy. So the
+        text is remembered under what the template can read — the namespace only if it reads
+        ``namespace``, its annotation parameters only if it reads ``params`` — and the validated
+        output under its text, with the namespace stamped in last (:class:`Shape`).
         """
-        key = (
-            name,
-            namespace.name,
-            tuple(sorted(namespace.labels.items())),
-            tuple(sorted(namespace.annotations.items())),
-            policy.name,
-            policy.uid,
-            policy.spec_fingerprint,
-        )
-        try:
-            cached = self._rendered[key]
-            self._rendered.move_to_end(key)
-        except KeyError:
-            try:
-                cached = self._render_uncached(name, namespace, policy)
-            except RenderError as exc:
-                cached = exc
-            self._rendered[key] = cached
-            if len(self._rendered) > RENDER_CACHE_SIZE:
-                self._rendered.popitem(last=False)
-        if isinstance(cached, RenderError):
-            raise RenderError(cached.template, cached.namespace, cached.reason, cached.policy_name)
-        return cached
-
-    def _render_uncached(
-        self, name: str, namespace: Namespace, policy: BaselinePolicy
-    ) -> RenderedObject | None:
         try:
             params = namespace_params(namespace.annotations)
         except ParamError as exc:
             raise RenderError(name, namespace.name, str(exc)) from None
+        reads = self.reads(name)
+        policy_key = (policy.name, policy.uid, policy.spec_fingerprint)
+        key: tuple[Any, ...] = (name, policy_key)
+        if "namespace" in reads:
+            key += (
+                namespace.name,
+                tuple(sorted(namespace.labels.items())),
+                tuple(sorted(namespace.annotations.items())),
+            )
+        if "params" in reads:
+            key += (tuple(sorted((k, str(v)) for k, v in params.items())),)
+        text = _lru_get(self._texts, key)
+        if text is None:
+            text = self._render_fresh(name, namespace, policy, params)
+            _lru_put(self._texts, key, text, RENDER_CACHE_SIZE)
+        shape_key = (name, policy_key, text)
+        shape = _lru_get(self._shapes, shape_key)
+        if shape is None:
+            try:
+                shape = shape_of(name, text, policy)
+            except NamespaceBound:
+                shape = _BOUND
+            except InvalidOutput as exc:
+                shape = exc
+            _lru_put(self._shapes, shape_key, shape, RENDER_CACHE_SIZE)
+        if isinstance(shape, InvalidOutput):
+            raise RenderError(name, namespace.name, str(shape))
+        if shape is _BOUND:
+            try:
+                return to_object(name, text, namespace.name, policy)
+            except InvalidOutput as exc:
+                raise RenderError(name, namespace.name, str(exc)) from None
+        return shape.stamp(namespace.name) if isinstance(shape, Shape) else None
+
+    def _render_fresh(
+        self, name: str, namespace: Namespace, policy: BaselinePolicy, params: Mapping[str, Any]
+    ) -> str:
         context = {
             "namespace": {
                 "name": namespace.name,
@@ -189,11 +231,11 @@ class TemplateSet:
             },
             "policy": {"name": policy.name, "spec": policy.spec_json},
             "values": _template_values(policy, name),
-            "params": params,
+            "params": dict(params),
             "NAMESPACE_NAME_LABEL": names.NAMESPACE_NAME_LABEL,
         }
         try:
-            text = self._render_text(name, context, namespace.name)
+            return self._render_text(name, context, namespace.name)
         except RenderError:
             raise
         except jinja2.UndefinedError as exc:
@@ -204,10 +246,25 @@ class TemplateSet:
             raise RenderError(name, namespace.name, "recursion too deep") from None
         except Exception as exc:  # any other template runtime error is still the template's fault
             raise RenderError(name, namespace.name, f"{type(exc).__name__}: {exc}") from None
-        try:
-            return to_object(name, text, namespace.name, policy)
-        except InvalidOutput as exc:
-            raise RenderError(name, namespace.name, str(exc)) from None
+
+
+#: Marks a text whose output names its namespace itself: validated per namespace, never shared.
+_BOUND: Any = object()
+#: What a template "reads" when it cannot be told from its syntax: everything.
+ALL_INPUTS = frozenset({"namespace", "params", "policy", "values"})
+
+
+def _lru_get(cache: OrderedDict[Any, Any], key: Any) -> Any:
+    value = cache.get(key)
+    if value is not None:
+        cache.move_to_end(key)
+    return value
+
+
+def _lru_put(cache: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:
+    cache[key] = value
+    if len(cache) > size:
+        cache.popitem(last=False)
 
 
 def _template_values(policy: BaselinePolicy, name: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ remembered as JSON, since the built-in templates render the same text for many n
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from nsbaseline import canonical, names
+from nsbaseline import canonical, names, observed
 from nsbaseline.model import BaselinePolicy
 
 _ALLOWED_METADATA = frozenset({"name", "namespace", "labels", "annotations"})
@@ -39,11 +40,17 @@ class _NoAliasLoader(yaml.SafeLoader):
 
 @dataclass(frozen=True)
 class RenderedObject:
-    """One desired NetworkPolicy, with the BaselinePolicy and piece it belongs to."""
+    """One desired NetworkPolicy, with the BaselinePolicy and piece it belongs to.
+
+    ``digest`` (the hash of the whole body, see :func:`nsbaseline.plan.desired_hash`) and
+    ``spec_digest`` are filled in when rendering knew them cheaply; empty means "compute".
+    """
 
     policy_name: str
     piece: str
     body: Mapping[str, Any]
+    digest: str = ""
+    spec_digest: str = ""
 
     @property
     def name(self) -> str:
@@ -85,15 +92,72 @@ def load_docs(text: str) -> list[Any]:
     return docs
 
 
+#: Stands for the namespace in a shape; never a namespace name (those are lowercase DNS labels).
+NAMESPACE_PLACEHOLDER = "NS.PLACEHOLDER"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A template's output for every namespace it renders the same text for.
+
+    The built-in templates read nothing of the namespace but its annotations' parameters, so
+    one validated body serves thousands of namespaces: only ``metadata.namespace`` differs, and
+    the body's canonical fingerprint differs only there too — stamping a namespace in is a
+    string replacement, not a render, a YAML parse and a JSON dump.
+    """
+
+    policy_name: str
+    piece: str
+    body: Mapping[str, Any]
+    fingerprint: str
+    spec_digest: str
+
+    def stamp(self, namespace: str) -> RenderedObject:
+        body = {**self.body, "metadata": {**self.body["metadata"], "namespace": namespace}}
+        quoted = json.dumps(NAMESPACE_PLACEHOLDER)
+        text = self.fingerprint.replace(quoted, json.dumps(namespace))
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return RenderedObject(self.policy_name, self.piece, body, digest, self.spec_digest)
+
+
+def shape_of(piece: str, text: str, policy: BaselinePolicy) -> Shape | None:
+    """The namespace-independent form of ``text``; ``None`` when it renders nothing.
+
+    :class:`InvalidOutput` as :func:`to_object` would raise it; :class:`NamespaceBound` when the
+    output names a namespace itself (then it is only valid for that one: render per namespace).
+    """
+    docs = _docs(text)
+    if docs and isinstance(docs[0], dict) and "namespace" in (docs[0].get("metadata") or {}):
+        raise NamespaceBound
+    obj = to_object(piece, text, NAMESPACE_PLACEHOLDER, policy)
+    if obj is None:
+        return None
+    return Shape(
+        obj.policy_name,
+        piece,
+        obj.body,
+        canonical.fingerprint(obj.body),
+        observed.spec_digest(obj.body["spec"]),
+    )
+
+
+class NamespaceBound(Exception):
+    """The output sets metadata.namespace: it cannot be shared between namespaces."""
+
+
+def _docs(text: str) -> list[Any]:
+    try:
+        return load_docs(text)
+    except yaml.YAMLError as exc:
+        raise InvalidOutput(f"output is not valid YAML: {exc}") from None
+
+
 def to_object(
     piece: str, text: str, namespace: str, policy: BaselinePolicy
 ) -> RenderedObject | None:
     """The object a template rendered as ``text`` for ``namespace``; ``None`` when it rendered
     nothing; :class:`InvalidOutput` when it is not exactly one valid NetworkPolicy."""
-    try:
-        docs = load_docs(text)
-    except yaml.YAMLError as exc:
-        raise InvalidOutput(f"output is not valid YAML: {exc}") from None
+    docs = _docs(text)
     if not docs:
         return None
     if len(docs) > 1:
@@ -166,4 +230,13 @@ def _validate(
     }
 
 
-__all__ = ["InvalidOutput", "RenderedObject", "load_docs", "to_object"]
+__all__ = [
+    "NAMESPACE_PLACEHOLDER",
+    "InvalidOutput",
+    "NamespaceBound",
+    "RenderedObject",
+    "Shape",
+    "load_docs",
+    "shape_of",
+    "to_object",
+]

@@ -1,4 +1,6 @@
-"""TemplateSet.render is memoised: a repeat is free, but any changed input renders afresh."""
+"""TemplateSet.render is memoised by what a template reads: namespaces a template renders the same
+text for share one render, any changed input renders afresh, and the shortcuts give exactly what
+the slow path gives."""
 
 from __future__ import annotations
 
@@ -22,11 +24,52 @@ def _ports(templates: TemplateSet, ns: Namespace, policy: BaselinePolicy) -> obj
     return rendered.body["spec"]["ingress"][0].get("ports")
 
 
-def test_a_repeated_render_returns_the_remembered_object() -> None:
+def test_namespaces_share_one_render_when_the_template_does_not_read_the_namespace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     templates = TemplateSet()
-    ns = Namespace("team-a", {"kubernetes.io/metadata.name": "team-a"}, {})
-    first = templates.render("allow-monitoring", ns, _policy(9100))
-    assert templates.render("allow-monitoring", ns, _policy(9100)) is first
+    assert "namespace" not in templates.reads("allow-monitoring")
+    fresh = []
+    real = templates._render_fresh
+    monkeypatch.setattr(templates, "_render_fresh", lambda *a: fresh.append(a) or real(*a))
+    policy = _policy(9100)
+    a = templates.render("allow-monitoring", Namespace("team-a"), policy)
+    b = templates.render("allow-monitoring", Namespace("team-b"), policy)
+    assert len(fresh) == 1
+    assert a is not None and b is not None
+    assert (a.body["metadata"]["namespace"], b.body["metadata"]["namespace"]) == (
+        "team-a",
+        "team-b",
+    )
+    assert a.body["spec"] == b.body["spec"]
+
+
+def test_the_stamped_hashes_equal_the_ones_computed_from_the_whole_body() -> None:
+    from nsbaseline.observed import spec_digest
+    from nsbaseline.plan import desired_hash
+
+    templates = TemplateSet()
+    for name in ("team-a", "team-b", "x"):
+        obj = templates.render("allow-monitoring", Namespace(name), _policy(9100))
+        assert obj is not None
+        assert obj.digest == desired_hash(obj.body)
+        assert obj.spec_digest == spec_digest(obj.body["spec"])
+
+
+def test_a_template_that_reads_the_namespace_renders_per_namespace() -> None:
+    source = (
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nspec:\n  podSelector:\n"
+        "    matchLabels: {team: {{ namespace.name }}}\n"
+    )
+    templates = TemplateSet.from_sources({"per-team": source})
+    assert "namespace" in templates.reads("per-team")
+    policy = BaselinePolicy.from_body(
+        {"metadata": {"name": "p", "uid": "u"}, "spec": {"templates": [{"name": "per-team"}]}}
+    )
+    for name in ("team-a", "team-b"):
+        obj = templates.render("per-team", Namespace(name), policy)
+        assert obj is not None
+        assert obj.body["spec"]["podSelector"] == {"matchLabels": {"team": name}}
 
 
 def test_a_changed_policy_spec_annotation_or_uid_renders_again() -> None:
