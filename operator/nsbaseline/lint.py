@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
-from nsbaseline import exceptions, names
+from nsbaseline import exceptions, names, widening
 from nsbaseline.evaluator import REPRESENTATIVE, Endpoint, Namespace, Pod, Policy, World
 from nsbaseline.explain import dns_pod
 from nsbaseline.selection import selector_matches
@@ -205,6 +205,9 @@ class Linter:
         policies = [d for d in self.docs if _kind(d.data) == "NetworkPolicy"]
         for doc in policies:
             self._policy(doc)
+            # What the guardrail admission policy refuses, in its words (nsbaseline.widening).
+            for w in widening.for_documents(doc.data, [d.data for d in self.docs]):
+                self.add(doc, "error", w.code, w.text, w.path)
         self._dns(policies)
         for doc in self.docs:
             if _kind(doc.data) == names.KIND:
