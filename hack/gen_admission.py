@@ -263,6 +263,43 @@ def pod_gate(directions: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
+def anchor_binding() -> dict[str, Any]:
+    """A binding of the gate that matches no request, so that the API server never stops its
+    NetworkPolicy parameter cache.
+
+    kube-apiserver (up to at least 1.36.4, kubernetes#133827) stops the informer of a built-in
+    paramKind as soon as no binding uses it, and never restarts it in that process: policies
+    bound later see a frozen cache, and the gate would refuse pods forever. Namespaces all carry
+    the name label, so this selector matches none.
+    """
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {
+            "name": protections.POD_GATE_ANCHOR,
+            "labels": {"app.kubernetes.io/part-of": "nsbaseline"},
+            "annotations": {
+                "nsbaseline.io/description": "Matches nothing. Keeps the API server's "
+                "NetworkPolicy cache for the pod gate running while no BaselinePolicy is bound "
+                "(kubernetes#133827); remove it only together with the pod gate."
+            },
+        },
+        "spec": {
+            "policyName": protections.POD_GATE_POLICIES[("Ingress", "Egress")],
+            "validationActions": ["Deny"],
+            "paramRef": {
+                "name": protections.POD_GATE_ANCHOR,
+                "parameterNotFoundAction": "Allow",
+            },
+            "matchResources": {
+                "namespaceSelector": {
+                    "matchExpressions": [{"key": NAME_LABEL, "operator": "DoesNotExist"}]
+                }
+            },
+        },
+    }
+
+
 def example_gate_binding() -> dict[str, Any]:
     """The binding for the example policy (deploy/examples: `baseline`, all defaults)."""
     binding = protections.gate_binding({"metadata": {"name": "baseline"}, "spec": {}})
@@ -710,7 +747,7 @@ GUARDRAIL_GROUPS = ["system:masters"]
 def components() -> dict[str, list[dict[str, Any]]]:
     """The kustomize components' objects, by component folder name."""
     return {
-        "pod-gate": [pod_gate(d) for d in protections.POD_GATE_POLICIES],
+        "pod-gate": [*(pod_gate(d) for d in protections.POD_GATE_POLICIES), anchor_binding()],
         "opt-in-guard": opt_in_guard(cel_list(GUARD_USERS), cel_list(GUARD_GROUPS)),
         "guardrail": guardrail(cel_list(GUARDRAIL_USERS), cel_list(GUARDRAIL_GROUPS)),
     }
@@ -850,6 +887,7 @@ def helm_files() -> dict[Path, str]:
     users_expr = '{{ include "nsbaseline.celStrings" %s }}'
     out: dict[Path, str] = {}
     gate = [_helm_labels(pod_gate(d)) for d in protections.POD_GATE_POLICIES]
+    gate.append(_helm_labels(anchor_binding()))
     out[CHART_TEMPLATES / "pod-gate.yaml"] = (
         HEADER.replace("# ", "{{- /* ", 1).rstrip("\n") + " */}}\n"
         "{{- if .Values.podGate.enabled }}\n"

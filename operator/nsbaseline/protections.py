@@ -41,6 +41,9 @@ POD_GATE_POLICIES: Mapping[tuple[str, ...], str] = {
     ("Ingress",): "nsbaseline-pod-gate-ingress",
     ("Egress",): "nsbaseline-pod-gate-egress",
 }
+#: A binding of the pod gate that matches nothing: it keeps kube-apiserver's NetworkPolicy
+#: parameter cache running while no BaselinePolicy is bound (kubernetes#133827).
+POD_GATE_ANCHOR = "nsbaseline-pod-gate-anchor"
 #: Where each optional component comes from, for "not installed" hints.
 SOURCES: Mapping[str, str] = {
     TAMPER_PROOF: "deploy/admission (in the default install), Helm vap.enabled",
@@ -182,10 +185,20 @@ def _pod_gate(
 ) -> Protection:
     installed = {_name(v) for v in vaps} & set(POD_GATE_POLICIES.values())
     found = [
-        b for b in bindings if (b.get("spec") or {}).get("policyName") in POD_GATE_POLICIES.values()
+        b
+        for b in bindings
+        if (b.get("spec") or {}).get("policyName") in POD_GATE_POLICIES.values()
+        and _name(b) != POD_GATE_ANCHOR
     ]
     if not installed:
         return Protection(POD_GATE, "off", f"not installed ({SOURCES[POD_GATE]})")
+    anchor: list[str] = []
+    if not any(_name(b) == POD_GATE_ANCHOR for b in bindings):
+        anchor.append(
+            f"binding {POD_GATE_ANCHOR} is missing: without it kube-apiserver stops its "
+            "NetworkPolicy cache whenever no policy is bound, and the gate then refuses pods "
+            "until the API server restarts (kubernetes#133827); re-apply the component"
+        )
     by_param = {
         str(((b.get("spec") or {}).get("paramRef") or {}).get("name", "")): b for b in found
     }
@@ -194,14 +207,17 @@ def _pod_gate(
             str(b["metadata"].get("labels", {}).get(names.POLICY_LABEL) or _name(b)) for b in found
         )
         if not targets:
-            return Protection(POD_GATE, "off", "installed but no BaselinePolicy is bound")
+            return Protection(
+                POD_GATE, "off", "installed but no BaselinePolicy is bound", tuple(anchor)
+            )
         return Protection(
             POD_GATE,
-            "on",
+            "partial" if anchor else "on",
             "pods wait for their namespace's default-deny (bindings: " + ", ".join(targets) + ")",
+            tuple(anchor),
         )
     gated: list[str] = []
-    problems: list[str] = []
+    problems: list[str] = list(anchor)
     expected_params: set[str] = set()
     for policy in sorted(policies, key=_name):
         want = gate_binding(policy)
@@ -261,6 +277,7 @@ __all__ = [
     "OPT_IN_GUARD",
     "OPT_IN_GUARD_POLICY",
     "POD_GATE",
+    "POD_GATE_ANCHOR",
     "POD_GATE_POLICIES",
     "TAMPER_PROOF",
     "TAMPER_PROOF_POLICY",

@@ -154,7 +154,7 @@ def test_everything_installed_and_bound_reports_on_and_what_is_protected() -> No
     vaps = [d for d in TAMPER if d["kind"] == "ValidatingAdmissionPolicy"]
     vaps += _vaps("pod-gate", "opt-in-guard", "guardrail")
     bindings = [d for d in TAMPER if d["kind"] == "ValidatingAdmissionPolicyBinding"]
-    bindings += _bindings("opt-in-guard", "guardrail")
+    bindings += _bindings("pod-gate", "opt-in-guard", "guardrail")
     policies = [_bp(), _bp("strict", namespaceSelector={"matchLabels": {"tier": "strict"}})]
     bindings += [b for b in map(protections.gate_binding, policies) if b]
     report = {p.name: p for p in protections.protections(vaps, bindings, policies)}
@@ -173,7 +173,13 @@ def test_pod_gate_problems_missing_stale_and_orphan_bindings_are_named() -> None
     orphan = protections.gate_binding(_bp("deleted"))
     audit = _bp("audit", mode="Audit")
     audit_binding = protections.gate_binding(_bp("audit"))
-    bindings = [protections.gate_binding(fine), stale, orphan, audit_binding]
+    bindings = [
+        protections.gate_binding(fine),
+        stale,
+        orphan,
+        audit_binding,
+        *_bindings("pod-gate"),
+    ]
     report = protections.protections(
         vaps, [b for b in bindings if b], [fine, missing, changed, audit]
     )
@@ -204,8 +210,23 @@ def test_a_policy_without_a_binding_protects_nothing() -> None:
 def test_without_the_policies_the_gate_lists_the_policies_it_binds() -> None:
     binding = protections.gate_binding(_bp())
     assert binding is not None
-    gate = protections.protections(_vaps("pod-gate"), [binding])[1]
+    gate = protections.protections(_vaps("pod-gate"), [*_bindings("pod-gate"), binding])[1]
     assert gate.state == "on" and "baseline" in gate.detail
+
+
+def test_the_pod_gate_without_its_anchor_binding_is_reported() -> None:
+    """kube-apiserver stops a built-in paramKind's cache when no binding uses it
+    (kubernetes#133827): the anchor binding, which matches nothing, keeps it running."""
+    (anchor,) = _bindings("pod-gate")
+    assert anchor["metadata"]["name"] == protections.POD_GATE_ANCHOR
+    assert anchor["spec"]["matchResources"]["namespaceSelector"] == {
+        "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "DoesNotExist"}]
+    }
+    binding = protections.gate_binding(_bp())
+    assert binding is not None
+    gate = protections.protections(_vaps("pod-gate"), [binding], [_bp()])[1]
+    assert gate.state == "partial"
+    assert "kubernetes#133827" in gate.problems[0]
 
 
 # ----- the files ------------------------------------------------------------------------------
