@@ -213,15 +213,12 @@ def test_changing_egress_cidrs_changes_what_is_admitted_without_reinstall(
     patch(widened)
     try:
         # Every port to 192.0.2.0/24 is still more than the policy allows; 443 is not.
-        message = wait_for(
-            lambda: (
-                "[egress-ipblock-ports]"
-                in (p := _create(env.tenant, body, "--dry-run=server")).stderr
-                and p.stderr
-            ),
-            30,
-            what="the guardrail to read the new egressCIDRs",
-        )
+
+        def refusal() -> str:
+            stderr = _create(env.tenant, body, "--dry-run=server").stderr
+            return stderr if "[egress-ipblock-ports]" in stderr else ""
+
+        message = wait_for(refusal, 30, what="the guardrail to read the new egressCIDRs")
         assert "allows egress to 192.0.2.0/24 on every port" in message
         body["spec"]["egress"][0]["ports"] = [{"port": 443}]
         proc = _create(env.tenant, body)
@@ -240,7 +237,7 @@ def test_updates_are_checked_and_metadata_edits_of_older_policies_are_not(
     cluster: Cluster, env: Env
 ) -> None:
     ns = env.namespace(next(c for c in CASES if c.profile == "full" and not c.annotations))
-    allow = {
+    allow: dict[str, Any] = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {"name": "widened-later", "namespace": ns},
