@@ -137,3 +137,18 @@ def test_the_guardrail_messages_are_built_from_the_same_templates() -> None:
             words = fragment.strip()
             if words:
                 assert all(w in joined for w in words.split()), (code, words)
+
+
+def test_the_lint_output_shown_in_the_admission_docs_is_what_lint_prints() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    files = ["deploy/examples/baselinepolicy.yaml", "docs/examples/guardrail/team-c.yaml"]
+    result = CliRunner().invoke(cli.main, ["lint", *(str(repo / f) for f in files)])
+    docs = (repo / "docs" / "admission.md").read_text()
+    shown = [
+        line.replace(str(repo) + "/", "")
+        for line in result.output.splitlines()
+        if line.rsplit("[", 1)[-1].rstrip("]") in widening.CODES
+    ]
+    assert len(shown) == 2
+    for line in shown:
+        assert line in docs, line
