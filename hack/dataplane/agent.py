@@ -13,8 +13,9 @@ One process (asyncio) for the whole node, started by :class:`hack.dataplane.data
   that the node turns NotReady after ~50 s and its pods are evicted.
 
 Controlled over a Unix socket (``<state-dir>/agent.sock``), one JSON request per line:
-``{"op": "listen", "netns": N, "tcp": [..], "udp": [..]}``, ``{"op": "close", "netns": N}``,
-``{"op": "ping"}``. Answers ``{"ok": true}`` or ``{"ok": false, "error": "..."}``.
+``{"op": "listen", "netns": N, "tcp": [..], "udp": [..], "addresses": [..]}``,
+``{"op": "close", "netns": N}``, ``{"op": "ping"}``. Answers ``{"ok": true}`` or
+``{"ok": false, "error": "..."}``.
 """
 
 from __future__ import annotations
@@ -76,7 +77,12 @@ class Agent:
         await asyncio.start_server(self._forward, sock=sock)
 
     # ----- listeners -------------------------------------------------------------------------
-    async def listen(self, netns: str, tcp: list[int], udp: list[int]) -> None:
+    async def listen(
+        self, netns: str, tcp: list[int], udp: list[int], addresses: list[str] | None = None
+    ) -> None:
+        """TCP listeners on 0.0.0.0 and UDP echoes on ``addresses`` (one socket per address:
+        a wildcard UDP socket would answer from the outgoing interface's address, and a
+        connected client drops an answer from another address than it asked)."""
         loop = asyncio.get_running_loop()
         held = self.servers.setdefault(netns, [])
 
@@ -98,11 +104,12 @@ class Agent:
             sock.setblocking(False)
             held.append(await asyncio.start_server(accept_and_close, sock=sock))
         for port in udp:
-            sock = socket_in(netns, socket.AF_INET, socket.SOCK_DGRAM)
-            sock.bind(("0.0.0.0", port))
-            sock.setblocking(False)
-            transport, _ = await loop.create_datagram_endpoint(Echo, sock=sock)
-            held.append(transport)
+            for address in addresses or ["0.0.0.0"]:
+                sock = socket_in(netns, socket.AF_INET, socket.SOCK_DGRAM)
+                sock.bind((address, port))
+                sock.setblocking(False)
+                transport, _ = await loop.create_datagram_endpoint(Echo, sock=sock)
+                held.append(transport)
 
     def close(self, netns: str) -> None:
         for item in self.servers.pop(netns, []):
@@ -115,7 +122,9 @@ class Agent:
                 req = json.loads(line)
                 op = req.get("op")
                 if op == "listen":
-                    await self.listen(req["netns"], req.get("tcp", []), req.get("udp", []))
+                    await self.listen(
+                        req["netns"], req.get("tcp", []), req.get("udp", []), req.get("addresses")
+                    )
                 elif op == "close":
                     self.close(req["netns"])
                 elif op != "ping":

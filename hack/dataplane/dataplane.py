@@ -502,6 +502,7 @@ class Dataplane:
                 "netns": self.ext_netns,
                 "tcp": list(DEFAULT_TCP),
                 "udp": list(DEFAULT_UDP),
+                "addresses": list(EXTERNAL_HOSTS),
             }
         )
 

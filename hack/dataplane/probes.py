@@ -41,7 +41,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -458,19 +458,29 @@ class Figures:
         )
 
 
+def _reisolated(rec: LaneRecord, since: float) -> float:
+    """When the lane was first denied again at or after ``since`` (inf: never)."""
+    for verdict, first, _last, _count in rec.runs:
+        if verdict == DENIED and first >= since:
+            return float(first)
+    return float("inf")
+
+
 def summarize(
     records: Iterable[LaneRecord],
-    opted_in_at: dict[str, float] | None = None,
-    released_at: dict[str, float] | None = None,
+    opted_in_at: Mapping[str, float] | None = None,
+    released: Mapping[str, Sequence[tuple[float, float]]] | None = None,
 ) -> Figures:
     """The two figures and the isolation latency from lane records.
 
-    ``opted_in_at[group]`` is when the test opted the group's namespace in (for the latency);
-    ``released_at[group]`` is when the test itself lifted the isolation on purpose (opt-out,
-    policy deletion, an exception on default-deny): successes from then on are not violations.
+    ``opted_in_at[group]`` is when the test opted the group's namespace in (for the latency).
+    ``released[group]`` lists (start, end) windows in which the test itself lifted the isolation
+    on purpose (opt-out, policy deletion, an exception on default-deny; ``end`` is when it was
+    restored, or ``inf``): successes from ``start`` until the lane is denied again after ``end``
+    are expected, not violations.
     """
     opted_in_at = opted_in_at or {}
-    released_at = released_at or {}
+    released = released or {}
     dns_probes = forbidden_probes = 0
     dns_failures: list[list[Any]] = []
     successes: list[list[Any]] = []
@@ -485,8 +495,10 @@ def summarize(
         if rec.first_denied is None:
             never.append(rec.name)
             continue
-        until = released_at.get(rec.group, float("inf"))
-        successes.extend([rec.name, *e] for e in rec.events if e[0] < until)
+        windows = [(start, _reisolated(rec, end)) for start, end in released.get(rec.group, [])]
+        successes.extend(
+            [rec.name, *e] for e in rec.events if not any(a <= e[0] < b for a, b in windows)
+        )
         if rec.group in opted_in_at:
             lat = rec.first_denied - opted_in_at[rec.group]
             latency[rec.group] = min(lat, latency.get(rec.group, lat))
