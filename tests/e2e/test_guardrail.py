@@ -46,6 +46,7 @@ class Env:
     namespaces: dict[tuple[str, str], str]  # (profile, annotations as JSON) -> namespace
     unselected: str
     policies: dict[str, dict[str, Any]]  # profile -> BaselinePolicy as applied
+    objects: dict[str, dict[str, Any]]  # namespace -> Namespace as the API server has it
 
     def namespace(self, case: Case) -> str:
         return self.namespaces[(case.profile, json.dumps(case.annotations, sort_keys=True))]
@@ -92,7 +93,8 @@ def env(cluster: Cluster) -> Iterator[Env]:
         cluster, E2E_DIR / "logs" / "test_guardrail" / "tenant.kubeconfig", "tenant", home
     )
     tenant = as_user(cluster, kubeconfig)
-    environment = Env(scope, tenant, namespaces, unselected, policies)
+    objects = {ns: cluster.get("namespace", ns) for ns in namespaces.values()}
+    environment = Env(scope, tenant, namespaces, unselected, policies, objects)
     refused = next(c for c in CASES if c.expect)
     probe = netpol(refused, environment.namespace(refused))
     wait_for(
@@ -128,10 +130,9 @@ def _namespace(
     }
 
 
-def _lint(cluster: Cluster, env: Env, body: dict[str, Any]) -> list[widening.Widening]:
+def _lint(env: Env, body: dict[str, Any]) -> list[widening.Widening]:
     """What lint reports for ``body``, given the namespace as the API server has it."""
-    namespace = cluster.get("namespace", body["metadata"]["namespace"])
-    namespace["kind"] = "Namespace"
+    namespace = env.objects[body["metadata"]["namespace"]]
     docs = [*env.policies.values(), namespace, body]
     found = widening.for_documents(body, docs)
     reported = {
@@ -150,7 +151,7 @@ def _create(client: Cluster, body: dict[str, Any], *flags: str) -> subprocess.Co
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_lint_and_the_guardrail_agree_word_for_word(cluster: Cluster, env: Env, case: Case) -> None:
     body = netpol(case, env.namespace(case))
-    found = _lint(cluster, env, body)
+    found = _lint(env, body)
     proc = _create(env.tenant, body)
     if case.expect is None:
         assert not found
@@ -292,7 +293,7 @@ def test_lint_on_the_cluster_reports_what_the_guardrail_would_refuse(
         env=cluster.env,
         timeout=120,
     )
-    (found,) = _lint(cluster, env, wide)
+    (found,) = _lint(env, wide)
     line = f"NetworkPolicy {ns}/admin-allow-all: error: {found}"
     assert line in proc.stdout.splitlines(), proc.stdout + proc.stderr
     assert proc.returncode == 1
