@@ -40,6 +40,7 @@ lint: venv ## Lint, check formatting, types and layers (.importlinter); check cr
 	$(VENV)/bin/lint-imports
 	$(PY) hack/gen_crd.py --check
 	$(PY) hack/sync_deploy.py --check
+	$(PY) hack/gen_admission.py --check
 
 .PHONY: crds
 crds: venv ## Regenerate crds/ from operator/nsbaseline/spec.py (and its copies in deploy/, charts/).
@@ -49,6 +50,10 @@ crds: venv ## Regenerate crds/ from operator/nsbaseline/spec.py (and its copies 
 .PHONY: deploy-sync
 deploy-sync: venv ## Copy crds/ into deploy/base/crds/ and charts/nsbaseline/crds/ (kustomize and Helm need them inside).
 	$(PY) hack/sync_deploy.py
+
+.PHONY: admission
+admission: venv ## Regenerate the optional admission components (deploy/components/, chart templates) from hack/gen_admission.py.
+	$(PY) hack/gen_admission.py
 
 .PHONY: docs
 docs: venv ## Regenerate docs/reference.md from operator/nsbaseline/spec.py.

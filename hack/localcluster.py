@@ -175,6 +175,10 @@ class LocalCluster:
     ports: dict[str, int] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    #: Extra kube-controller-manager flags, e.g. ``--use-service-account-credentials=true`` to
+    #: give each controller its own identity as real clusters do (the default runs them all as
+    #: the admin user).
+    controller_manager_args: list[str] = field(default_factory=list)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
     # ----- paths ---------------------------------------------------------------------------
@@ -342,6 +346,7 @@ class LocalCluster:
                 f"--secure-port={self.ports['controller-manager']}",
                 f"--cert-dir={self.workdir / 'kcm-certs'}",
                 "--v=1",
+                *self.controller_manager_args,
             ]
         raise ValueError(f"unknown component {component}")
 

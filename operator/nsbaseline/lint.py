@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nsbaseline import exemptions, names
+from nsbaseline import exemptions, names, widening
 from nsbaseline.evaluator import REPRESENTATIVE, Endpoint, NetworkPolicy, Pod, World
 from nsbaseline.explain import dns_pod
 from nsbaseline.located import Located, Path, load_with_lines, rendered
@@ -96,6 +96,9 @@ class Linter:
         policies = [d for d in self.docs if _kind(d.data) == "NetworkPolicy"]
         for doc in policies:
             self._policy(doc)
+            # What the guardrail admission policy refuses, in its words (nsbaseline.widening).
+            for w in widening.for_documents(doc.data, [d.data for d in self.docs]):
+                self.add(doc, "error", w.code, w.text, w.path)
         self._dns(policies)
         for doc in self.docs:
             if _kind(doc.data) == names.KIND:

@@ -213,6 +213,12 @@ class BaselinePolicySpec:
         return schema.dump(self)
 
 
+def defaulted(data: Any) -> dict[str, Any]:
+    """A spec written as JSON, as the API server stores it: defaults filled in, unknown fields
+    dropped (for code that reads BaselinePolicies as plain data, like the admission rules)."""
+    return BaselinePolicySpec.from_json(data).to_json()
+
+
 __all__ = [
     "BaselinePolicySpec",
     "DefaultDeny",
@@ -225,6 +231,7 @@ __all__ = [
     "Peer",
     "Port",
     "TemplateRef",
+    "defaulted",
     "dns_name",
     "parse_time",
 ]

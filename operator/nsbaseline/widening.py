@@ -1,0 +1,477 @@
+"""Which tenant NetworkPolicies widen a BaselinePolicy's floor. Pure: no I/O.
+
+NetworkPolicy v1 is additive: a tenant who may create NetworkPolicies can always open what the
+baseline closed. The optional guardrail (a ValidatingAdmissionPolicy, ``deploy/components/
+guardrail``) refuses such policies at admission; ``nsbaseline lint`` reports them offline. Both
+follow the rules in this module, with the same words: ``hack/gen_admission.py`` writes the CEL
+from the message templates below, and one table of cases in the tests drives both (see
+``tests/support/widening_cases.py``).
+
+A NetworkPolicy in a namespace that an Enforce-mode BaselinePolicy selects is refused when it:
+
+* ``ingress-from-anywhere``: has an ingress rule without ``from`` (every source), or an ingress
+  ``ipBlock`` of prefix length 0 (every address) -- while the policy denies ingress;
+* ``ingress-from-all-namespaces``: has an ingress peer whose ``namespaceSelector`` matches every
+  namespace (empty, or only ``NotIn``/``DoesNotExist`` terms or ``Exists`` on the name label);
+* ``monitoring-ports`` / ``ingress-controller-ports``: lets the monitoring or ingress-controller
+  namespace (named by ``kubernetes.io/metadata.name``) in on ports beyond what the policy allows
+  that peer (its ``ports``, or the namespace's ``nsbaseline.io/*-ports`` annotation); only when
+  that piece is enabled and the list is not empty (empty means every port);
+* ``egress-to-anywhere``: has an egress rule without ``to`` -- while the policy denies egress;
+* ``egress-to-all-namespaces``: has an egress peer whose ``namespaceSelector`` matches every
+  namespace;
+* ``egress-ipblock-outside-policy``: sends egress to an ``ipBlock`` that is not inside one of the
+  policy's ``egressCIDRs`` (minus their ``except``), or its node-local DNS address;
+* ``egress-ipblock-ports``: sends egress to an allowed network on ports that no entry covering
+  that network allows.
+
+Peers in the policy's own namespace (a bare ``podSelector``) and peers in namespaces named one by
+one are never refused, and neither is anything that only narrows. Findings come in the order the
+admission policy evaluates its validations, so the first finding is the message the API server
+returns.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nsbaseline import names
+from nsbaseline.selection import selector_matches
+from nsbaseline.spec import defaulted
+
+#: A JSON path inside the NetworkPolicy, as a tuple (``("spec", "ingress", 0, "from")``).
+Path = tuple[str | int, ...]
+
+INGRESS_FROM_ANYWHERE = "ingress-from-anywhere"
+INGRESS_FROM_ALL_NAMESPACES = "ingress-from-all-namespaces"
+MONITORING_PORTS = "monitoring-ports"
+INGRESS_CONTROLLER_PORTS = "ingress-controller-ports"
+EGRESS_TO_ANYWHERE = "egress-to-anywhere"
+EGRESS_TO_ALL_NAMESPACES = "egress-to-all-namespaces"
+EGRESS_IPBLOCK_OUTSIDE_POLICY = "egress-ipblock-outside-policy"
+EGRESS_IPBLOCK_PORTS = "egress-ipblock-ports"
+
+#: The message templates, in evaluation order (the admission policy's validations follow this
+#: order). Placeholders: {policy} BaselinePolicy name, {namespace} the NetworkPolicy's namespace,
+#: {cidr} an ipBlock, {peer} the peer namespace's role and name, {ports} the ports a rule opens,
+#: {allowed} what the BaselinePolicy allows.
+MESSAGES: tuple[tuple[str, str], ...] = (
+    (
+        INGRESS_FROM_ANYWHERE,
+        "allows ingress from every source, which BaselinePolicy {policy} denies in namespace "
+        "{namespace}; list the allowed sources under from",
+    ),
+    (
+        INGRESS_FROM_ANYWHERE,
+        "allows ingress from every address ({cidr}), which BaselinePolicy {policy} denies in "
+        "namespace {namespace}; allow specific networks or pods instead",
+    ),
+    (
+        INGRESS_FROM_ALL_NAMESPACES,
+        "allows ingress from every namespace, which BaselinePolicy {policy} denies in namespace "
+        "{namespace}; select namespaces by kubernetes.io/metadata.name",
+    ),
+    (
+        MONITORING_PORTS,
+        "allows the monitoring namespace {peer} on {ports}, beyond what BaselinePolicy {policy} "
+        "allows it ({allowed})",
+    ),
+    (
+        INGRESS_CONTROLLER_PORTS,
+        "allows the ingress controller namespace {peer} on {ports}, beyond what BaselinePolicy "
+        "{policy} allows it ({allowed})",
+    ),
+    (
+        EGRESS_TO_ANYWHERE,
+        "allows egress to every destination, which BaselinePolicy {policy} denies in namespace "
+        "{namespace}; list the allowed destinations under to",
+    ),
+    (
+        EGRESS_TO_ALL_NAMESPACES,
+        "allows egress to every namespace, which BaselinePolicy {policy} denies in namespace "
+        "{namespace}; select namespaces by kubernetes.io/metadata.name",
+    ),
+    (
+        EGRESS_IPBLOCK_OUTSIDE_POLICY,
+        "allows egress to {cidr}, outside the networks BaselinePolicy {policy} allows ({allowed})",
+    ),
+    (
+        EGRESS_IPBLOCK_PORTS,
+        "allows egress to {cidr} on {ports}, beyond the ports BaselinePolicy {policy} allows there",
+    ),
+)
+CODES = tuple(dict.fromkeys(code for code, _ in MESSAGES))
+_RANGE = re.compile(r"^[0-9]+-[0-9]+$")
+_NUMBER = re.compile(r"^[0-9]+$")
+MONITORING_PORTS_ANNOTATION = names.ANNOTATION_PREFIX + "monitoring-ports"
+INGRESS_PORTS_ANNOTATION = names.ANNOTATION_PREFIX + "ingress-ports"
+
+
+@dataclass(frozen=True)
+class Widening:
+    """One way a NetworkPolicy widens a BaselinePolicy: the rule, where, and why."""
+
+    code: str
+    path: Path
+    text: str
+    policy: str
+    #: Index into :data:`MESSAGES`: the admission policy's validation that refuses it.
+    check: int
+
+    @property
+    def field(self) -> str:
+        """``spec.ingress[0].from[1].namespaceSelector``."""
+        out = ""
+        for part in self.path:
+            out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        return out
+
+    def __str__(self) -> str:
+        """The words the admission policy uses after ``NetworkPolicy <ns>/<name> ``."""
+        return f"{self.text} ({self.field}) [{self.code}]"
+
+
+@dataclass(frozen=True)
+class NamespaceView:
+    """What the rules may know about the NetworkPolicy's namespace (as admission does)."""
+
+    name: str
+    labels: Mapping[str, str] | None = None  # None: unknown, assume every policy selects it
+    annotations: Mapping[str, str] | None = None
+
+    @property
+    def effective_labels(self) -> dict[str, str]:
+        return {**(self.labels or {}), names.NAMESPACE_NAME_LABEL: self.name}
+
+
+def selects(spec: Mapping[str, Any], namespace: NamespaceView) -> bool:
+    """Whether a (defaulted) BaselinePolicy spec enforces a baseline in ``namespace``.
+
+    Only Enforce mode: in Audit mode there is no floor to protect. An unknown namespace (no labels
+    known, e.g. linting files without their Namespace) is assumed selected unless excluded.
+    """
+    if spec.get("mode", "Enforce") != "Enforce":
+        return False
+    if namespace.name in (spec.get("excludedNamespaces") or ()):
+        return False
+    if namespace.labels is None:
+        return True
+    return selector_matches(spec.get("namespaceSelector") or {}, namespace.effective_labels)
+
+
+def widenings(
+    netpol: Mapping[str, Any], policy: Mapping[str, Any], namespace: NamespaceView | None = None
+) -> list[Widening]:
+    """How ``netpol`` widens the BaselinePolicy ``policy`` (a full object), in check order."""
+    meta = netpol.get("metadata") or {}
+    ns = namespace or NamespaceView(str(meta.get("namespace") or "default"))
+    spec = defaulted(dict(policy.get("spec") or {}))
+    if not selects(spec, ns):
+        return []
+    found = list(_check(netpol.get("spec") or {}, spec, str(policy["metadata"]["name"]), ns))
+    return sorted(found, key=lambda w: w.check)  # stable: indices stay in order within a check
+
+
+def is_ours(netpol: Mapping[str, Any]) -> bool:
+    """Generated by nsbaseline: the operator is exempt from the guardrail."""
+    labels = (netpol.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(names.MANAGED_BY_LABEL) == names.MANAGED_BY_VALUE)
+
+
+def for_documents(
+    netpol: Mapping[str, Any], documents: Sequence[Mapping[str, Any]]
+) -> list[Widening]:
+    """Widenings of ``netpol`` against every BaselinePolicy among ``documents`` (lint's view:
+    the namespace's labels come from a Namespace among them when there is one)."""
+    if is_ours(netpol):
+        return []
+    meta = netpol.get("metadata") or {}
+    ns_name = str(meta.get("namespace") or "default")
+    namespace = NamespaceView(ns_name)
+    for doc in documents:
+        doc_meta = doc.get("metadata") or {}
+        if doc.get("kind") == "Namespace" and doc_meta.get("name") == ns_name:
+            namespace = NamespaceView(
+                ns_name, dict(doc_meta.get("labels") or {}), dict(doc_meta.get("annotations") or {})
+            )
+    out: list[Widening] = []
+    for doc in documents:
+        if doc.get("kind") == names.KIND and (doc.get("metadata") or {}).get("name"):
+            out += widenings(netpol, doc, namespace)
+    return out
+
+
+# ----- the rules --------------------------------------------------------------------------------
+def _message(check: int, policy: str, path: Path, **values: str) -> Widening:
+    code, template = MESSAGES[check]
+    return Widening(code, path, template.format(policy=policy, **values), policy, check)
+
+
+def _effective(spec: Mapping[str, Any], direction: str) -> list[Mapping[str, Any]]:
+    """The rules of one direction, if the NetworkPolicy's policyTypes (as the API server defaults
+    them) make them count."""
+    types = spec.get("policyTypes") or (["Ingress"] + (["Egress"] if spec.get("egress") else []))
+    if direction.capitalize() not in types:
+        return []
+    return list(spec.get(direction) or [])
+
+
+def _check(
+    spec: Mapping[str, Any], bp: Mapping[str, Any], policy: str, ns: NamespaceView
+) -> Iterator[Widening]:
+    deny = bp.get("defaultDeny") or {}
+    where = {"namespace": ns.name}
+    if deny.get("ingress", True):
+        rules = _effective(spec, "ingress")
+        for i, rule in enumerate(rules):
+            if not rule.get("from"):
+                yield _message(0, policy, ("spec", "ingress", i), **where)
+        for i, rule in enumerate(rules):
+            for j, peer in enumerate(rule.get("from") or []):
+                block = peer.get("ipBlock")
+                if block and _prefix(block.get("cidr")) == 0:
+                    path: Path = ("spec", "ingress", i, "from", j, "ipBlock", "cidr")
+                    yield _message(1, policy, path, cidr=str(block["cidr"]), **where)
+        for i, rule in enumerate(rules):
+            for j, peer in enumerate(rule.get("from") or []):
+                if "namespaceSelector" in peer and _open(peer["namespaceSelector"]):
+                    path = ("spec", "ingress", i, "from", j, "namespaceSelector")
+                    yield _message(2, policy, path, **where)
+        pieces = (
+            (3, "monitoring", MONITORING_PORTS_ANNOTATION),
+            (4, "ingressController", INGRESS_PORTS_ANNOTATION),
+        )
+        for check, key, annotation in pieces:
+            piece = bp.get(key) or {}
+            if not piece.get("enabled"):
+                continue
+            peer_ns = str(piece.get("namespace"))
+            allowed = _allowed_ports(piece.get("ports") or [], annotation, ns)
+            if not allowed:
+                continue  # every port
+            for i, rule in enumerate(rules):
+                if not any(
+                    _names(p.get("namespaceSelector"), peer_ns) for p in rule.get("from") or []
+                ):
+                    continue
+                bad = _first_uncovered(rule, allowed)
+                if bad is not None:
+                    index, text = bad
+                    path = ("spec", "ingress", i, "ports") + ((index,) if index >= 0 else ())
+                    yield _message(
+                        check, policy, path, peer=peer_ns, ports=text, allowed=_show(allowed)
+                    )
+    if deny.get("egress", True):
+        rules = _effective(spec, "egress")
+        for i, rule in enumerate(rules):
+            if not rule.get("to"):
+                yield _message(5, policy, ("spec", "egress", i), **where)
+        for i, rule in enumerate(rules):
+            for j, peer in enumerate(rule.get("to") or []):
+                if "namespaceSelector" in peer and _open(peer["namespaceSelector"]):
+                    path = ("spec", "egress", i, "to", j, "namespaceSelector")
+                    yield _message(6, policy, path, **where)
+        networks = _allowed_networks(bp)
+        shown = "; ".join(_show_network(n) for n in networks) or "none"
+        for i, rule in enumerate(rules):
+            for j, peer in enumerate(rule.get("to") or []):
+                block = peer.get("ipBlock")
+                if block and not [n for n in networks if _inside(block, n)]:
+                    path = ("spec", "egress", i, "to", j, "ipBlock", "cidr")
+                    yield _message(7, policy, path, cidr=str(block.get("cidr")), allowed=shown)
+        for i, rule in enumerate(rules):
+            for peer in rule.get("to") or []:
+                block = peer.get("ipBlock")
+                covering = [n for n in networks if block and _inside(block, n)]
+                if not block or not covering:
+                    continue
+                if any(not n["ports"] for n in covering):
+                    continue  # an entry allows every port there
+                allowed = [p for n in covering for p in n["ports"]]
+                bad = _first_uncovered(rule, allowed)
+                if bad is not None:
+                    index, text = bad
+                    path = ("spec", "egress", i, "ports") + ((index,) if index >= 0 else ())
+                    yield _message(8, policy, path, cidr=str(block["cidr"]), ports=text)
+
+
+# ----- selectors ------------------------------------------------------------------------------
+def _open(selector: Mapping[str, Any] | None) -> bool:
+    """Matches every namespace: no positive term (labels, In, Exists on a label other than the
+    name label every namespace has)."""
+    selector = selector or {}
+    if selector.get("matchLabels"):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        op, key = expr.get("operator"), expr.get("key")
+        if op in ("NotIn", "DoesNotExist"):
+            continue
+        if op == "Exists" and key == names.NAMESPACE_NAME_LABEL:
+            continue
+        return False
+    return True
+
+
+def _names(selector: Mapping[str, Any] | None, namespace: str) -> bool:
+    """The selector names ``namespace`` by its immutable name label."""
+    if selector is None:
+        return False
+    if (selector.get("matchLabels") or {}).get(names.NAMESPACE_NAME_LABEL) == namespace:
+        return True
+    return any(
+        e.get("key") == names.NAMESPACE_NAME_LABEL
+        and e.get("operator") == "In"
+        and namespace in (e.get("values") or [])
+        for e in selector.get("matchExpressions") or []
+    )
+
+
+# ----- ports: ("TCP", lo, hi), lo == hi for one port or a name, as the CEL keeps them ---------
+Port = tuple[str, str, str]
+
+
+def _from_spec(port: Mapping[str, Any]) -> Port:
+    lo = str(port["port"])
+    hi = str(port["endPort"]) if port.get("endPort") is not None else lo
+    return (str(port.get("protocol") or "TCP"), lo, hi)
+
+
+def _from_annotation(text: str) -> list[Port]:
+    """``80,443/TCP,8000-8080,http``; parsed exactly like the admission policy's CEL does."""
+    out: list[Port] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        parts = item.split("/")
+        protocol = parts[1].upper() if len(parts) > 1 else "TCP"
+        port = parts[0]
+        lo, hi = port.split("-")[:2] if _RANGE.match(port) else (port, port)
+        out.append((protocol, lo, hi))
+    return out
+
+
+def _allowed_ports(
+    spec_ports: Sequence[Mapping[str, Any]], annotation: str, ns: NamespaceView
+) -> list[Port]:
+    if ns.annotations and annotation in ns.annotations:
+        return _from_annotation(ns.annotations[annotation])
+    return [_from_spec(p) for p in spec_ports]
+
+
+def _covered(port: Mapping[str, Any], allowed: Sequence[Port]) -> bool:
+    protocol = str(port.get("protocol") or "TCP")
+    value = port.get("port")
+    if value is None:
+        return False
+    for a_protocol, lo, hi in allowed:
+        if a_protocol != protocol:
+            continue
+        if isinstance(value, str):
+            if lo == value:
+                return True
+        elif _NUMBER.match(lo) and _NUMBER.match(hi):
+            end = port.get("endPort")
+            if int(lo) <= int(value) and int(end if end is not None else value) <= int(hi):
+                return True
+    return False
+
+
+def _first_uncovered(rule: Mapping[str, Any], allowed: Sequence[Port]) -> tuple[int, str] | None:
+    """(index, words) of the first port of ``rule`` outside ``allowed``; index -1 when the rule
+    has no ports (every port)."""
+    ports = rule.get("ports") or []
+    if not ports:
+        return -1, "every port"
+    for k, port in enumerate(ports):
+        if not _covered(port, allowed):
+            return k, _words(port)
+    return None
+
+
+def _words(port: Mapping[str, Any]) -> str:
+    """``port 8080/TCP``, ``port 8000-8080/TCP`` or ``every UDP port``."""
+    protocol = str(port.get("protocol") or "TCP")
+    value = port.get("port")
+    if value is None:
+        return f"every {protocol} port"
+    end = port.get("endPort")
+    return f"port {value}{'-' + str(end) if end is not None else ''}/{protocol}"
+
+
+def _show(allowed: Sequence[Port]) -> str:
+    return ", ".join(
+        f"{lo}{'' if lo == hi else '-' + hi}/{protocol}" for protocol, lo, hi in allowed
+    )
+
+
+# ----- networks -------------------------------------------------------------------------------
+def _prefix(cidr: Any) -> int | None:
+    try:
+        return ipaddress.ip_network(str(cidr), strict=False).prefixlen
+    except ValueError:
+        return None
+
+
+def _allowed_networks(bp: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``egressCIDRs`` entries, plus the node-local DNS address on the DNS ports."""
+    out = [
+        {
+            "cidr": str(e["cidr"]),
+            "except": [str(x) for x in e.get("except") or []],
+            "ports": [_from_spec(p) for p in e.get("ports") or []],
+        }
+        for e in bp.get("egressCIDRs") or []
+    ]
+    dns = bp.get("dns") or {}
+    local = dns.get("nodeLocalDNS")
+    if dns.get("enabled") and local:
+        cidr = f"{local}/{128 if ':' in str(local) else 32}"
+        out.append(
+            {"cidr": cidr, "except": [], "ports": [_from_spec(p) for p in dns.get("ports") or []]}
+        )
+    return out
+
+
+def _show_network(network: Mapping[str, Any]) -> str:
+    excepts = network["except"]
+    return str(network["cidr"]) + (" except " + ", ".join(excepts) if excepts else "")
+
+
+def _contains(outer: str, inner: str) -> bool:
+    try:
+        a = ipaddress.ip_network(outer, strict=False)
+        b = ipaddress.ip_network(inner, strict=False)
+    except ValueError:
+        return False
+    return a.version == b.version and b.subnet_of(a)  # type: ignore[arg-type]
+
+
+def _inside(block: Mapping[str, Any], network: Mapping[str, Any]) -> bool:
+    """Every address ``block`` allows is one ``network`` allows."""
+    cidr = str(block.get("cidr"))
+    if not _contains(network["cidr"], cidr):
+        return False
+    own = [str(x) for x in block.get("except") or []]
+    for excluded in network["except"]:
+        if _contains(excluded, cidr):
+            return False  # the whole block is excluded
+        if _contains(cidr, excluded) and not any(_contains(x, excluded) for x in own):
+            return False  # part of the block is excluded, and the block does not exclude it
+    return True
+
+
+__all__ = [
+    "CODES",
+    "MESSAGES",
+    "NamespaceView",
+    "Widening",
+    "for_documents",
+    "is_ours",
+    "selects",
+    "widenings",
+]
