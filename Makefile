@@ -63,6 +63,10 @@ helm: ## Build the Helm CLI from Go modules (cached) for the chart tests.
 controlplane: ## Build kube-apiserver, kube-controller-manager, etcd and kubectl from Go modules (cached).
 	bash hack/controlplane/build.sh
 
+.PHONY: image
+image: ## Build the operator image with podman from the Dockerfile (stand-in base here; cached by content).
+	bash hack/image/build.sh
+
 .PHONY: up
 up: venv controlplane ## Start the local control plane in the background and print the KUBECONFIG line.
 	$(PY) hack/localcluster.py up --dir $(CLUSTER_DIR)
