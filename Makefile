@@ -88,7 +88,7 @@ demo: up ## The operator's main job on the local control plane: CRDs, an example
 ##@ Test
 
 .PHONY: test
-test: lint controlplane helm ## Unit tests and end-to-end tests on the real local control plane.
+test: lint controlplane helm image ## Unit tests and end-to-end tests on the real local control plane.
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
