@@ -117,8 +117,16 @@ def pods(
 
 # ----- observing the operator inside ---------------------------------------------------------
 def _messages(pod: Pod) -> list[str]:
-    """The container's output lines (k8s-file lines are '<time> <stream> <tag> <text>')."""
-    return [line.split(" ", 3)[3] for line in pod.log().splitlines() if line.count(" ") >= 3]
+    """The container's output lines. The k8s-file log has '<time> <stream> <tag> <text>' lines,
+    where tag P marks a part of a long line that the next lines continue, up to a tag F."""
+    messages, partial = [], ""
+    for line in pod.log().splitlines():
+        _, _, tag, text = [*line.split(" ", 3), "", "", "", ""][:4]
+        partial += text
+        if tag != "P":
+            messages.append(partial)
+            partial = ""
+    return messages
 
 
 def _is_active(pod: Pod) -> bool:
