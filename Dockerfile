@@ -2,7 +2,8 @@
 # nsbaseline operator image: the wheel built in stage 1, installed into a clean virtualenv in a
 # slim final stage. Runs as the numeric non-root UID 65532 and writes nothing to its own
 # filesystem at runtime (readOnlyRootFilesystem: true; /tmp comes from an emptyDir).
-# CI has no container engine: tests/e2e/test_image.py repeats these exact steps in a clean venv.
+# `make image` (hack/image/build.sh) builds this file with podman, and tests/e2e/test_image.py runs
+# the result the way deploy/base/deployment.yaml runs its pod. Users: see docs/image.md.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -21,9 +22,16 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/nsbaseline/bin:$PATH
 COPY --from=build /wheels /wheels
 # pip compiles the bytecode now, at build time, so the read-only image never needs to write it.
+# UID 65532 gets a name, nonroot (as in distroless images): container runtimes add no /etc/passwd
+# entry, and without one Python's getpass.getuser() raises, which Kopf calls to name a replica that
+# has no POD_ID (a plain `docker run`, or a Deployment without that env). --no-log-init keeps a
+# sparse lastlog record for UID 65532 out of the layer.
 RUN python -m venv /opt/nsbaseline \
  && /opt/nsbaseline/bin/pip install /wheels/*.whl \
- && rm -rf /wheels
+ && rm -rf /wheels \
+ && groupadd --system --gid 65532 nonroot \
+ && useradd --system --no-log-init --uid 65532 --gid 65532 --no-create-home \
+    --home-dir /nonexistent --shell /usr/sbin/nologin nonroot
 USER 65532:65532
 WORKDIR /tmp
 EXPOSE 8080 9090

@@ -69,6 +69,10 @@ helm: ## Build the Helm CLI from Go modules (cached) for the chart tests.
 controlplane: ## Build kube-apiserver, kube-controller-manager, etcd and kubectl from Go modules (cached).
 	bash hack/controlplane/build.sh
 
+.PHONY: image
+image: ## Build the operator image with podman from the Dockerfile (stand-in base here; cached by content).
+	bash hack/image/build.sh
+
 .PHONY: up
 up: venv controlplane ## Start the local control plane in the background and print the KUBECONFIG line.
 	$(PY) hack/localcluster.py up --dir $(CLUSTER_DIR)
@@ -90,7 +94,7 @@ demo: up ## The operator's main job on the local control plane: CRDs, an example
 ##@ Test
 
 .PHONY: test
-test: lint controlplane helm ## Unit tests and end-to-end tests on the real local control plane.
+test: lint controlplane helm image ## Unit tests and end-to-end tests on the real local control plane.
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit

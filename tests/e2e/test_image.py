@@ -1,202 +1,337 @@
-"""The container image, checked the honest way available without a container engine.
+"""The image users deploy: built from the Dockerfile with podman and run the way its pod runs.
 
-The Dockerfile's two stages are repeated step for step: ``pip wheel --no-deps .`` builds the
-wheel, a clean virtualenv outside the checkout gets ``pip install <wheel>``, and the result runs
-its entrypoint's help and a short operator run against the control plane from a working
-directory far from the repository, with bytecode writing off and a private TMPDIR (the pod's
-emptyDir). Nothing it needs may come from the checkout, and it must write nothing into its own
-installation (the image's root filesystem is read-only).
+``hack/image/build.sh`` builds the repository's ``Dockerfile`` as written (on a stand-in for
+``python:3.11-slim``, since no registry is reachable here). Each test then runs that image as
+the install's Deployment describes its pod, read from ``kubectl kustomize deploy/``: the security
+context (UID 65532, read-only root filesystem, every capability dropped, no privilege
+escalation), the args and env, ``/tmp`` as the emptyDir, the templates ConfigMap, the resource
+limits, and in-cluster credentials only: a TokenRequest token of the ``nsbaseline``
+ServiceAccount with the CA and namespace at ``/var/run/secrets/kubernetes.io/serviceaccount``,
+``KUBERNETES_SERVICE_HOST``/``PORT``, and ``kubernetes.default.svc`` reaching the API server. So
+the in-cluster login and the install's RBAC are exercised together, through the image's own
+entrypoint. Each container has a network namespace of its own (see tests.support.podnet).
+
+Timings (start-up, stop, failover) are printed, not asserted: the machine is shared.
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
-import zipfile
+import copy
+import json
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 
-from tests.support.kube import REPO, Cluster, baseline_policy, free_port, wait_for
+from nsbaseline import names
+from tests.support.deploy import DEPLOY, SERVICE_ACCOUNT, install_base, kustomize
+from tests.support.kube import REPO, Cluster, baseline_policy, parse_metrics, wait_for
+from tests.support.pod import (
+    ApiServer,
+    Pod,
+    PodTemplate,
+    build_image,
+    image_user,
+    podman,
+    remove_leftover_containers,
+    service_account_volume,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-DOCKERFILE = (REPO / "Dockerfile").read_text()
-
-
-@dataclass
-class Image:
-    """A stand-in for the image: the wheel and the virtualenv it was installed into."""
-
-    wheel: Path
-    venv: Path
-    workdir: Path
-    tmpdir: Path
-
-    @property
-    def entrypoint(self) -> Path:
-        return self.venv / "bin" / "nsbaseline"
-
-    def env(self, **extra: str) -> dict[str, str]:
-        """A minimal environment: nothing pointing back into the checkout."""
-        return {
-            "PATH": f"{self.venv / 'bin'}:/usr/bin:/bin",
-            "HOME": str(self.workdir),
-            "TMPDIR": str(self.tmpdir),
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONUNBUFFERED": "1",
-            "LANG": "C.UTF-8",
-            **extra,
-        }
-
-    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(self.entrypoint), *args],
-            cwd=self.workdir,
-            env=self.env(**env),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-
-def _files(root: Path) -> dict[str, float]:
-    return {str(p.relative_to(root)): p.stat().st_mtime for p in root.rglob("*") if p.is_file()}
+TEST_LABEL = "image.nsbaseline.io/run"
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
-    root = tmp_path_factory.mktemp("image")
-    wheels = root / "wheels"
-    # Stage 1: RUN pip wheel --no-deps --wheel-dir /wheels .
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--quiet",
-            "--wheel-dir",
-            str(wheels),
-            ".",
-        ],
-        cwd=REPO,
-        check=True,
-        timeout=600,
+def image() -> str:
+    remove_leftover_containers()
+    return build_image()
+
+
+@pytest.fixture(scope="module")
+def template(cluster: Cluster) -> PodTemplate:
+    """The operator's pod as the default install (``deploy/``) describes it."""
+    return PodTemplate.from_docs(kustomize(cluster, DEPLOY))
+
+
+@pytest.fixture(scope="module")
+def api(cluster: Cluster) -> ApiServer:
+    return ApiServer.from_kubeconfig(cluster.kubeconfig)
+
+
+@pytest.fixture
+def peering(cluster: Cluster, template: PodTemplate) -> Iterator[str]:
+    """The peering object the manifest's args use: none at the start (the pods create it),
+    none left afterwards."""
+    args = template.container.get("args", [])
+    name = next((a.split("=", 1)[1] for a in args if a.startswith("--peering-name=")), "nsbaseline")
+    cluster.kubectl("delete", "clusterkopfpeering", name, "--ignore-not-found")
+    yield name
+    cluster.kubectl("delete", "clusterkopfpeering", name, "--ignore-not-found")
+
+
+@pytest.fixture
+def run_label(cluster: Cluster) -> Iterator[dict[str, str]]:
+    run = f"r{time.monotonic_ns() % 10**8}"
+    yield {TEST_LABEL: run}
+    cluster.kubectl("delete", "ns", "-l", f"{TEST_LABEL}={run}", "--wait=false", timeout=120)
+
+
+class PodFactory(Protocol):
+    def __call__(self, template: PodTemplate | None = None) -> Pod: ...
+
+
+@pytest.fixture
+def pods(
+    cluster: Cluster,
+    image: str,
+    template: PodTemplate,
+    api: ApiServer,
+    logdir: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[PodFactory]:
+    """Start replicas of the Deployment's pod; all are removed (logs kept) at the end."""
+    install_base(cluster)  # the ServiceAccount and ClusterRole the token is bound to
+    sa_dir = service_account_volume(
+        cluster, tmp_path / "serviceaccount", api, SERVICE_ACCOUNT, template.namespace
     )
-    (wheel,) = wheels.glob("nsbaseline-*.whl")
-    # Stage 2: RUN python -m venv /opt/nsbaseline && /opt/nsbaseline/bin/pip install /wheels/*.whl
-    venv = root / "opt" / "nsbaseline"
-    base_python = getattr(sys, "_base_executable", None) or sys.executable
-    subprocess.run([base_python, "-m", "venv", str(venv)], check=True, timeout=300)
-    subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)],
-        cwd=root,
-        check=True,
-        timeout=900,
+    user = image_user(image)
+    deployed = template
+    started: list[Pod] = []
+
+    def start(template: PodTemplate | None = None) -> Pod:
+        pod = Pod(template or deployed, image, user, api, sa_dir, logdir)
+        started.append(pod)
+        return pod.start()
+
+    yield start
+    report = getattr(request.node, "rep_call", None)
+    for pod in started:
+        if report is not None and report.failed:
+            print(f"\n----- {pod.name} ({pod.log_path}) -----\n{pod.tail(40)}")
+        pod.remove()
+
+
+# ----- observing the operator inside ---------------------------------------------------------
+def _messages(pod: Pod) -> list[str]:
+    """The container's output lines. The k8s-file log has '<time> <stream> <tag> <text>' lines,
+    where tag P marks a part of a long line that the next lines continue, up to a tag F."""
+    messages, partial = [], ""
+    for line in pod.log().splitlines():
+        _, _, tag, text = [*line.split(" ", 3), "", "", "", ""][:4]
+        partial += text
+        if tag != "P":
+            messages.append(partial)
+            partial = ""
+    return messages
+
+
+def _is_active(pod: Pod) -> bool:
+    """Whether Kopf last resumed this replica (every peering replica starts paused)."""
+    text = pod.log()
+    return text.rfind("Resuming operations") > text.rfind("Pausing operations")
+
+
+def _metrics(pod: Pod, template: PodTemplate) -> list[tuple[str, dict[str, str], float]]:
+    status, body = pod.http_get(template.port("metrics"), "/metrics")
+    assert status == 200, body
+    return parse_metrics(body)
+
+
+def _writes(pod: Pod, template: PodTemplate) -> float:
+    return sum(
+        value
+        for name, labels, value in _metrics(pod, template)
+        if name == "nsbaseline_writes_total" and labels.get("kind") == "NetworkPolicy"
     )
-    workdir = root / "workdir"
-    tmpdir = root / "emptydir-tmp"
-    workdir.mkdir()
-    tmpdir.mkdir()
-    yield Image(wheel, venv, workdir, tmpdir)
 
 
-def test_dockerfile_builds_the_wheel_installs_it_and_runs_as_uid_65532() -> None:
-    """The steps the fixture repeats are the Dockerfile's own (so the check stays honest)."""
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", DOCKERFILE, re.M)
-    assert DOCKERFILE.count("FROM ${PYTHON_IMAGE}") == 2
-    assert "RUN pip wheel --no-deps --wheel-dir /wheels ." in DOCKERFILE
-    assert "python -m venv /opt/nsbaseline" in DOCKERFILE
-    assert "/opt/nsbaseline/bin/pip install /wheels/*.whl" in DOCKERFILE
-    assert re.search(r"^USER 65532:65532$", DOCKERFILE, re.M)
-    assert "PYTHONDONTWRITEBYTECODE=1" in DOCKERFILE
-    assert 'ENTRYPOINT ["nsbaseline"]' in DOCKERFILE
-    assert 'CMD ["run", "--peering"]' in DOCKERFILE
-    ignored = (REPO / ".dockerignore").read_text().splitlines()
-    patterns = [line for line in ignored if line and not line.startswith("#")]
-    assert patterns[0] == "*", "the build context starts from nothing"
-    for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE, re.M):
-        for item in copied.split():
-            assert f"!{item}" in ignored, f"{item} is copied but excluded from the context"
+def _peers(cluster: Cluster, peering: str) -> dict[str, Any]:
+    body = cluster.get("clusterkopfpeering", peering) or {}
+    return {k: v for k, v in (body.get("status") or {}).items() if isinstance(v, dict)}
 
 
-def test_wheel_carries_the_builtin_templates_and_crds(image: Image) -> None:
-    names = set(zipfile.ZipFile(image.wheel).namelist())
-    for template in sorted((REPO / "templates").glob("*.yaml.j2")):
-        assert f"nsbaseline/builtin_templates/{template.name}" in names
-    for crd in sorted((REPO / "crds").glob("*.yaml")):
-        assert f"nsbaseline/crds/{crd.name}" in names
+def _wait_ready(pod: Pod, timeout: float = 180) -> float:
+    """Seconds from ``podman run`` to the first successful readiness probe."""
+
+    def ready() -> bool:
+        if pod.state() not in ("running", "created", "configured", ""):
+            raise RuntimeError(f"{pod.name} is {pod.state()}:\n{pod.tail()}")
+        return pod.probe_ok("readinessProbe")
+
+    wait_for(ready, timeout, interval=0.2, what=f"{pod.name}'s readiness probe")
+    return time.monotonic() - pod.started_at
 
 
-def test_entrypoint_help_runs_from_the_installed_wheel_only(image: Image) -> None:
-    top = image.run("--help")
-    assert top.returncode == 0, top.stderr
-    for command in ("run", "render", "status", "version"):
-        assert command in top.stdout
-    run_help = image.run("run", "--help")
-    assert run_help.returncode == 0, run_help.stderr
-    for option in ("--peering", "--templates-dir", "--health", "--metrics-port", "--log-format"):
-        assert option in run_help.stdout
-    where = subprocess.run(
-        [
-            str(image.venv / "bin" / "python"),
-            "-c",
-            "import nsbaseline, nsbaseline.render as r; print(nsbaseline.__file__);"
-            " print(r.builtin_template_dir())",
-        ],
-        cwd=image.workdir,
-        env=image.env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for path in where:
-        assert Path(path).is_relative_to(image.venv), f"{path} is not from the installed wheel"
+def _baseline(policy: str) -> set[str]:
+    return {names.object_name(policy, "allow-dns"), names.object_name(policy, "default-deny")}
 
 
-def test_installed_operator_converges_a_namespace_and_writes_nothing_into_its_install(
-    cluster: Cluster, image: Image, clean_policies: None
+# ----- the tests -------------------------------------------------------------------------------
+def test_image_runs_as_the_manifests_non_root_user_through_the_entrypoint_its_args_expect(
+    image: str, template: PodTemplate, api: ApiServer, tmp_path: Path
 ) -> None:
-    ns = cluster.namespace("image", labels={"nsbaseline-test/image": "on"})
-    cluster.apply(
-        baseline_policy("image", namespaceSelector={"matchLabels": {"nsbaseline-test/image": "on"}})
+    """The pod gives no ``command``: the image's ENTRYPOINT must take the manifest's args, its
+    USER must be the numeric UID the security context names (runAsNonRoot), and the installed
+    wheel must carry every built-in template and CRD."""
+    config = json.loads(podman("image", "inspect", "--format", "{{json .Config}}", image).stdout)
+    context = template.security_context()
+    assert config["User"] == f"{context['runAsUser']}:{context['runAsGroup']}"
+    assert context["runAsNonRoot"] and int(context["runAsUser"]) != 0
+    container = template.container
+    assert "command" not in container
+    assert config["Entrypoint"] == ["nsbaseline"]
+    assert container["args"][0] == "run"
+    for port in container["ports"]:
+        assert f"{port['containerPort']}/tcp" in config.get("ExposedPorts", {})
+
+    # One-off commands in a container confined exactly like the pod (no API access needed).
+    (tmp_path / "sa").mkdir()
+    pod = Pod(template, image, config["User"], api, tmp_path / "sa", tmp_path)
+    run_help = pod.run_once("run", "--help")
+    for arg in container["args"][1:]:
+        assert arg.split("=", 1)[0] in run_help, f"{arg} is not an option of `nsbaseline run`"
+    script = (
+        "import pathlib, nsbaseline, nsbaseline.render as r\n"
+        "print(nsbaseline.__file__)\n"
+        "print(*sorted(p.name for p in r.builtin_template_dir().glob('*.yaml.j2')))\n"
+        "print(*sorted(p.name for p in (pathlib.Path(nsbaseline.__file__).parent / 'crds')"
+        ".glob('*.yaml')))\n"
     )
-    before = _files(image.venv)
-    health = free_port()
-    log = image.workdir / "operator.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(image.entrypoint),
-                "run",
-                "--standalone",
-                f"--health=http://127.0.0.1:{health}/healthz",
-                "--metrics-port=0",
-                "--log-format=json",
-            ],
-            cwd=image.workdir,
-            env=image.env(KUBECONFIG=str(cluster.kubeconfig)),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for(
-            lambda: (
-                {"nsbaseline-image-allow-dns", "nsbaseline-image-default-deny"}
-                <= set(cluster.netpols(ns))
-            ),
-            120,
-            what="the installed operator's baseline",
-        )
-        assert proc.poll() is None, log.read_text()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    assert _files(image.venv) == before, "the operator wrote into its own installation"
-    assert '"message"' in log.read_text(), "--log-format=json should log JSON lines"
-    cluster.kubectl("delete", "namespace", ns, "--wait=false")
+    where, templates, crds = pod.run_once("-c", script, entrypoint="python").splitlines()
+    assert where.startswith("/opt/nsbaseline/"), where
+    assert templates.split() == sorted(p.name for p in (REPO / "templates").glob("*.yaml.j2"))
+    assert crds.split() == sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
+
+
+def test_image_run_as_its_pod_logs_in_in_cluster_converges_repairs_and_serves_probes_and_metrics(
+    cluster: Cluster,
+    pods: PodFactory,
+    template: PodTemplate,
+    clean_policies: None,
+    peering: str,
+    run_label: dict[str, str],
+) -> None:
+    """No kubeconfig exists in the container: every API call goes through the in-cluster login
+    with the ServiceAccount's token, so a missing permission in the install's ClusterRole, a
+    path the read-only root refuses, or a wrong entrypoint stops the baseline from appearing."""
+    pod = pods()
+    ready = _wait_ready(pod)
+    assert pod.probe_ok("livenessProbe")
+    wait_for(lambda: pod.name in _peers(cluster, peering), 120, what="its peering record")
+
+    policy = f"img-{run_label[TEST_LABEL]}"
+    cluster.apply(baseline_policy(policy, namespaceSelector={"matchLabels": run_label}))
+    ns = cluster.namespace("img", run_label)
+    wait_for(lambda: _baseline(policy) <= set(cluster.netpols(ns)), 120, what="the baseline")
+    converged = time.monotonic() - pod.started_at
+
+    dns = names.object_name(policy, "allow-dns")
+    cluster.kubectl("delete", "networkpolicy", dns, "-n", ns)
+    wait_for(lambda: dns in cluster.netpols(ns), 120, what="the deleted allow-dns repaired")
+
+    assert _writes(pod, template) >= 3, "the writes are counted on the metrics port"
+    annotations = template.deployment["spec"]["template"]["metadata"].get("annotations", {})
+    assert int(annotations["prometheus.io/port"]) == template.port("metrics")
+    assert pod.probe_ok("readinessProbe") and pod.probe_ok("livenessProbe")
+
+    messages = _messages(pod)
+    assert any(json.loads(m).get("message") for m in messages if m.startswith("{")), (
+        "--log-format=json"
+    )
+    for bad in ("Read-only file system", "Permission denied", "Forbidden", "Traceback"):
+        assert not [m for m in messages if bad in m], f"{bad!r} in the log:\n{pod.tail()}"
+    print(
+        f"\nimage pod: ready {ready:.1f}s after `podman run`, baseline converged at "
+        f"{converged:.1f}s"
+    )
+
+
+def test_image_stops_cleanly_on_sigterm_within_the_grace_period_and_leaves_the_peering(
+    cluster: Cluster, pods: PodFactory, template: PodTemplate, peering: str
+) -> None:
+    """The kubelet sends SIGTERM and kills after terminationGracePeriodSeconds: the operator
+    (PID 1 in the container) must exit by itself, and remove its peering record so that a
+    standby takes over at once instead of waiting for the record to expire."""
+    pod = pods()
+    _wait_ready(pod)
+    wait_for(lambda: pod.name in _peers(cluster, peering), 120, what="its peering record")
+    seconds, code = pod.terminate()
+    assert code == 0, f"exit code {code} after SIGTERM (137: killed after the grace period)"
+    assert pod.name not in _peers(cluster, peering), "its peering record outlived it"
+    print(
+        f"\nimage pod: stopped {seconds:.1f}s after SIGTERM "
+        f"(terminationGracePeriodSeconds {template.grace_seconds})"
+    )
+
+
+def test_two_image_replicas_elect_one_active_and_the_standby_takes_over_when_it_is_killed(
+    cluster: Cluster,
+    pods: PodFactory,
+    template: PodTemplate,
+    clean_policies: None,
+    peering: str,
+    run_label: dict[str, str],
+) -> None:
+    """The Deployment's two replicas with its own args (random priorities, the default peering
+    lifetime): exactly one writes; when it is SIGKILLed (a node lost, an OOM kill) the other
+    takes over once the dead one's record expires."""
+    replicas = [pods(), pods()]
+    for pod in replicas:
+        _wait_ready(pod)
+    wait_for(lambda: len(_peers(cluster, peering)) == 2, 120, what="both peering records")
+    assert set(_peers(cluster, peering)) == {pod.name for pod in replicas}, "POD_ID names them"
+    wait_for(lambda: sum(map(_is_active, replicas)) == 1, 120, what="exactly one active replica")
+    (active,) = [pod for pod in replicas if _is_active(pod)]
+    (standby,) = [pod for pod in replicas if pod is not active]
+
+    policy = f"img-{run_label[TEST_LABEL]}"
+    cluster.apply(baseline_policy(policy, namespaceSelector={"matchLabels": run_label}))
+    nss = [cluster.namespace("img", run_label) for _ in range(2)]
+    wait_for(
+        lambda: all(_baseline(policy) <= set(cluster.netpols(ns)) for ns in nss),
+        120,
+        what="the baseline in both namespaces",
+    )
+    assert _writes(active, template) > 0
+    assert _writes(standby, template) == 0, "the standby wrote while paused"
+    assert standby.probe_ok("readinessProbe"), "a paused standby is still ready (and live)"
+
+    active.kill()
+    killed = time.monotonic()
+    dns = names.object_name(policy, "allow-dns")
+    cluster.kubectl("delete", "networkpolicy", dns, "-n", nss[1])
+    wait_for(lambda: dns in cluster.netpols(nss[1]), 300, interval=0.5, what="standby's repair")
+    failover = time.monotonic() - killed
+    assert _is_active(standby)
+    assert _writes(standby, template) > 0
+    lifetime = next(
+        (a.split("=", 1)[1] for a in template.container["args"] if "--peering-lifetime" in a),
+        "60 (default)",
+    )
+    print(
+        f"\nimage failover: SIGKILL of the active pod -> repair by the standby in "
+        f"{failover:.1f}s (peering lifetime {lifetime})"
+    )
+
+
+def test_image_run_without_pod_id_or_args_uses_its_default_command_and_names_itself(
+    cluster: Cluster, pods: PodFactory, template: PodTemplate, peering: str
+) -> None:
+    """``docker run`` of the image, or a Deployment of one's own without the POD_ID env: the
+    image's default command (``run --peering``) must start, and Kopf then names the replica
+    after the user running it, which needs an /etc/passwd entry for UID 65532 (the container
+    runtime adds none)."""
+    container = template.container
+    container.pop("args", None)
+    container["env"] = [e for e in container.get("env", []) if e["name"] != "POD_ID"]
+    bare = PodTemplate(copy.deepcopy(template.deployment), template.configmaps)
+    bare.spec["containers"] = [container]
+    pod = pods(bare)
+    _wait_ready(pod)
+    wait_for(lambda: len(_peers(cluster, peering)) == 1, 120, what="its peering record")
+    (identity,) = _peers(cluster, peering)
+    assert identity.startswith("nonroot@"), identity
