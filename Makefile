@@ -55,6 +55,13 @@ deploy-sync: venv ## Copy crds/ into deploy/base/crds/ and charts/nsbaseline/crd
 admission: venv ## Regenerate the optional admission components (deploy/components/, chart templates) from hack/gen_admission.py.
 	$(PY) hack/gen_admission.py
 
+.PHONY: constraints
+constraints: ## Pin the runtime dependencies for the image (constraints.txt) from a fresh resolve.
+	rm -rf .cache/constraints && python3 -m venv .cache/constraints
+	.cache/constraints/bin/pip install --quiet .
+	{ head -n2 constraints.txt; .cache/constraints/bin/pip freeze --exclude nsbaseline; } > .cache/constraints.txt
+	mv .cache/constraints.txt constraints.txt
+
 .PHONY: docs
 docs: venv ## Regenerate docs/reference.md from operator/nsbaseline/spec.py.
 	$(PY) hack/gen_docs.py

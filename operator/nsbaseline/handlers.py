@@ -208,6 +208,7 @@ async def shutdown(**_: Any) -> None:
     reconciler, RUNTIME.reconciler = RUNTIME.reconciler, None
     if reconciler is not None:
         await reconciler.stop()
+    kopfpatch.cancel_heralds()
 
 
 # ----- indexes ------------------------------------------------------------------------------

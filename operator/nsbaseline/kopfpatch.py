@@ -16,10 +16,13 @@ flipped back meanwhile). A notification now wakes one or two heralds instead of 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 _HERALDS = "_nsbaseline_heralds"
+#: Every herald started, so shutdown can end them (they are shielded from their waiters).
+_ALL_HERALDS: weakref.WeakSet[asyncio.Task[None]] = weakref.WeakSet()
 #: The Kopf minor version this patch was written against (pyproject pins the same).
 KOPF_MINOR = (1, 45)
 
@@ -66,6 +69,7 @@ def apply() -> None:
             if herald is None or herald.done():
                 herald = asyncio.ensure_future(original(self, wanted))
                 heralds[wanted] = herald
+                _ALL_HERALDS.add(herald)
             # shield: a cancelled waiter must not cancel the herald the others depend on.
             await asyncio.shield(herald)
 
@@ -73,4 +77,14 @@ def apply() -> None:
     ToggleSet.wait_for = wait_for  # type: ignore[method-assign,assignment]
 
 
-__all__ = ["KOPF_MINOR", "KopfPatchError", "apply"]
+def cancel_heralds() -> None:
+    """End the heralds still waiting: at shutdown nothing waits for them any more.
+
+    Shielded from their waiters' cancellation, they would otherwise outlive Kopf's cleanup and
+    cost every stop Kopf's hung-task timeout (5 s).
+    """
+    for herald in list(_ALL_HERALDS):
+        herald.cancel()
+
+
+__all__ = ["KOPF_MINOR", "KopfPatchError", "apply", "cancel_heralds"]

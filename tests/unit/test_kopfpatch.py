@@ -114,3 +114,18 @@ def test_the_patch_refuses_kopf_internals_it_does_not_recognise(
     monkeypatch.delattr(aiotoggles.ToggleSet, "is_on")
     with pytest.raises(kopfpatch.KopfPatchError, match="internals changed"):
         kopfpatch.apply()
+
+
+def test_heralds_still_waiting_at_shutdown_are_ended() -> None:
+    async def scenario() -> bool:
+        toggles = aiotoggles.ToggleSet(all)
+        await toggles.make_toggle(name="never-on")
+        waiter = asyncio.create_task(toggles.wait_for(True))
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        kopfpatch.cancel_heralds()
+        await asyncio.sleep(0.01)
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        return not pending
+
+    assert asyncio.run(scenario())
