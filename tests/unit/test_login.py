@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from nsbaseline.kube import LoginError, load
-from nsbaseline.kube.login import TokenSource
+from nsbaseline.kube.tokens import TokenSource
 
 
 def _cert(tmp: Path) -> tuple[Path, Path]:
@@ -245,3 +245,22 @@ def test_proxy_url_and_tls_server_name_are_taken_from_the_cluster(tmp_path: Path
     creds = load(str(config), None, environ={})
     assert creds.proxy == "http://127.0.0.1:3128"
     assert getattr(creds.ssl, "server_name", None) == "kubernetes.default.svc"
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, None),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "http://proxy:3128"),
+        ({"https_proxy": "http://p:1", "NO_PROXY": "127.0.0.1,.internal"}, None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "example.com"}, "http://p:1"),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "10.0.0.0/8,127.0.0.0/8"}, None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "*"}, None),
+    ],
+)
+def test_the_environment_proxy_is_decided_once_by_https_proxy_and_no_proxy(
+    environ: dict[str, str], expected: str | None
+) -> None:
+    from nsbaseline.kube.proxy import environment_proxy
+
+    assert environment_proxy("https://127.0.0.1:6443", environ) == expected

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from nsbaseline.kube.client import KubeClient
 from nsbaseline.kube.errors import ApiError, ClusterError, LoginError, UnreachableError, explain
-from nsbaseline.kube.login import Credentials, TokenSource, load
+from nsbaseline.kube.login import Credentials, load
+from nsbaseline.kube.tokens import TokenSource
 
 
 def connect(kubeconfig: str | None = None, context: str | None = None) -> KubeClient:

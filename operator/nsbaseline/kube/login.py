@@ -20,7 +20,6 @@ that one load, build the TLS context, and remove the files and the folder at onc
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
 import os
@@ -34,109 +33,13 @@ from typing import Any
 import aiohttp
 
 from nsbaseline.kube.errors import LoginError
+from nsbaseline.kube.proxy import environment_proxy
+from nsbaseline.kube.tls import ssl_context
+from nsbaseline.kube.tokens import EXPIRY_MARGIN, TokenSource
 
 #: Where a pod's ServiceAccount credentials are mounted.
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEFAULT_KUBECONFIG = "~/.kube/config"
-#: Renew a token this long before it expires, so no request goes out with a dying one.
-EXPIRY_MARGIN = datetime.timedelta(seconds=5)
-
-Reload = Callable[[], tuple[str | None, datetime.datetime | None]]
-
-
-class TokenSource:
-    """The ``Authorization`` header of every request, kept valid.
-
-    Three kinds: a fixed header (a static token, basic auth; none for client certificates), a
-    file re-read whenever it changes (``tokenFile``, the in-cluster token), and a header that
-    expires and is renewed by running the loader again (exec plugins, auth-providers).
-    """
-
-    def __init__(
-        self,
-        header: str | None,
-        *,
-        expiry: datetime.datetime | None = None,
-        path: Path | None = None,
-        reload: Reload | None = None,
-    ) -> None:
-        self._header = header
-        self._expiry = expiry
-        self._path = path
-        self._reload = reload
-        self._stamp: tuple[int, int] | None = None
-        self._lock: asyncio.Lock | None = None
-        if path is not None:
-            self._read_file()
-
-    @property
-    def expiry(self) -> datetime.datetime | None:
-        return self._expiry
-
-    def header(self) -> str | None:
-        """The current header; a token file is re-read when its size or mtime changed."""
-        if self._path is not None:
-            try:
-                stat = self._path.stat()
-            except OSError:
-                return self._header  # mid-rotation: keep the last good token
-            if (stat.st_mtime_ns, stat.st_size) != self._stamp:
-                self._read_file()
-        return self._header
-
-    def _read_file(self) -> None:
-        assert self._path is not None
-        try:
-            stat = self._path.stat()
-            token = self._path.read_text().strip()
-        except OSError as exc:
-            if self._header is None:
-                raise LoginError(f"cannot read token file {self._path}: {exc.strerror}") from exc
-            return
-        if token:
-            self._header = f"Bearer {token}"
-            self._stamp = (stat.st_mtime_ns, stat.st_size)
-
-    def stale(self, now: datetime.datetime | None = None) -> bool:
-        """Whether the header is about to expire (only renewable headers expire)."""
-        if self._expiry is None or self._reload is None:
-            return False
-        now = now or datetime.datetime.now(datetime.UTC)
-        return now >= self._expiry - EXPIRY_MARGIN
-
-    @property
-    def renewable(self) -> bool:
-        return self._reload is not None or self._path is not None
-
-    def renew_now(self) -> None:
-        """Get a fresh header (runs the exec plugin again); blocking."""
-        if self._path is not None:
-            self._stamp = None
-            self._read_file()
-        if self._reload is not None:
-            self._header, self._expiry = self._reload()
-
-    async def renew(self, *, force: bool = False) -> None:
-        """Renew once for all the requests that found the header stale at the same moment."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        before = self._header
-        async with self._lock:
-            if self._header != before:
-                return  # another request renewed it while this one waited
-            if force or self.stale():
-                await asyncio.to_thread(self.renew_now)
-
-    async def middleware(
-        self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
-    ) -> aiohttp.ClientResponse:
-        """aiohttp client middleware: every request (ours and Kopf's) carries a valid header."""
-        if self.stale():
-            await self.renew()
-        header = self.header()
-        if header:
-            request.headers["Authorization"] = header
-        return await handler(request)
 
 
 @dataclass
@@ -146,7 +49,7 @@ class Credentials:
     server: str
     ssl: ssl.SSLContext
     token: TokenSource
-    #: ``proxy-url`` of the cluster; when unset, HTTPS_PROXY/NO_PROXY from the environment apply.
+    #: ``proxy-url`` of the cluster, else HTTPS_PROXY unless NO_PROXY exempts the server.
     proxy: str | None = None
     #: The kubeconfig's name for the user (for messages), or the ServiceAccount in a pod.
     user: str = ""
@@ -168,7 +71,9 @@ class Credentials:
             timeout=aiohttp.ClientTimeout(total=timeout),
             middlewares=(self.token.middleware,),
             proxy=self.proxy,
-            trust_env=self.proxy is None,
+            # Decided once at login (environment_proxy): aiohttp's trust_env would re-read the
+            # environment and ~/.netrc in a thread for every request, most of the client's CPU.
+            trust_env=False,
         )
 
     def expired(self, now: datetime.datetime | None = None) -> bool:
@@ -265,7 +170,7 @@ def _load_context(
         server=str(cfg.host),
         ssl=context_ssl,
         token=token,
-        proxy=getattr(cfg, "proxy", None) or None,
+        proxy=getattr(cfg, "proxy", None) or environment_proxy(str(cfg.host)),
         user=user_name,
         context=context,
         origin=paths,
@@ -361,7 +266,7 @@ def _run_loader(merged: Any, context: str, paths: str) -> tuple[Any, Any, ssl.SS
         cfg = type.__call__(Configuration)
         try:
             loader.load_and_set(cfg)
-            context_ssl = _ssl_context(cfg)
+            context_ssl = ssl_context(cfg)
         except LoginError:
             raise
         except (ConfigException, OSError, ValueError, KeyError, ssl.SSLError) as exc:
@@ -389,7 +294,7 @@ def _in_cluster(env: Mapping[str, str]) -> Credentials:
     cfg = type.__call__(Configuration)
     try:
         loader.load_and_set(cfg)
-        context_ssl = _ssl_context(cfg)
+        context_ssl = ssl_context(cfg)
     except (ConfigException, OSError, ssl.SSLError) as exc:
         raise LoginError(f"cannot use the pod's ServiceAccount: {_one_line(exc)}") from exc
     try:
@@ -405,49 +310,6 @@ def _in_cluster(env: Mapping[str, str]) -> Credentials:
         default_namespace=namespace,
         reload=lambda: _in_cluster(env),
     )
-
-
-# ----- TLS ------------------------------------------------------------------------------------
-class _ServerNameContext(ssl.SSLContext):
-    """A TLS context that checks the server against ``tls-server-name``, not the URL's host.
-
-    asyncio hands the URL's host to ``wrap_bio``; kubeconfigs that reach the API server by an
-    address its certificate does not name say which name to expect instead.
-    """
-
-    server_name: str = ""
-
-    def wrap_bio(
-        self,
-        incoming: ssl.MemoryBIO,
-        outgoing: ssl.MemoryBIO,
-        server_side: bool = False,
-        server_hostname: str | bytes | None = None,
-        session: ssl.SSLSession | None = None,
-    ) -> ssl.SSLObject:
-        return super().wrap_bio(incoming, outgoing, server_side, self.server_name, session)
-
-
-def _ssl_context(cfg: Any) -> ssl.SSLContext:
-    server_name = getattr(cfg, "tls_server_name", None)
-    context: ssl.SSLContext
-    if server_name:
-        named = _ServerNameContext(ssl.PROTOCOL_TLS_CLIENT)
-        named.server_name = str(server_name)
-        context = named
-    else:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if cfg.verify_ssl:
-        if cfg.ssl_ca_cert:
-            context.load_verify_locations(cafile=cfg.ssl_ca_cert)
-        else:
-            context.load_default_certs()
-    else:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if cfg.cert_file:
-        context.load_cert_chain(certfile=cfg.cert_file, keyfile=cfg.key_file or None)
-    return context
 
 
 def _aware(value: Any) -> datetime.datetime | None:
