@@ -473,6 +473,37 @@ class Bench:
         count = len(self.op_namespaces) + len(self.ref_namespaces) + len(self.apply_namespaces)
         log(f"created {count} namespaces in {elapsed:.1f}s")
         self.report.raw["namespace_creation_s"] = elapsed
+        await self.wait_for_controller_manager()
+
+    async def wait_for_controller_manager(self, within: float = 900) -> None:
+        """Wait until the controller-manager has given every namespace its default
+        ServiceAccount and kube-root-ca.crt ConfigMap.
+
+        Thousands of new namespaces keep it busy for a while; its writes landing in the middle of
+        one measured phase and not the other would make the comparison unfair.
+        """
+        t0 = time.monotonic()
+        while True:
+            namespaces = await self.live_namespaces()
+            accounts = await self.count("/api/v1/serviceaccounts", "metadata.name=default")
+            maps = await self.count("/api/v1/configmaps", "metadata.name=kube-root-ca.crt")
+            if accounts >= namespaces and maps >= namespaces:
+                log(f"controller-manager caught up in {time.monotonic() - t0:.1f}s")
+                return
+            if time.monotonic() - t0 > within:
+                raise TimeoutError("the controller-manager did not catch up with the namespaces")
+            await asyncio.sleep(1.0)
+
+    async def count(self, path: str, field_selector: str) -> int:
+        """How many objects a LIST with ``field_selector`` returns (paginated, names only)."""
+        total, params = 0, {"fieldSelector": field_selector, "limit": "500"}
+        while True:
+            page = await self.api.request("GET", path, params=params)
+            total += len(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return total
+            params["continue"] = token
 
     async def reference_create(self, namespaces: list[str], verb: str) -> float:
         """The reference writer creates every pre-rendered object in ``namespaces``."""

@@ -1,15 +1,19 @@
 """Events that say what happened, posted off the reconcile path and never twice for one cause.
 
 Reconciles only queue Events; a couple of workers post them, best effort (an Event that cannot be
-posted must never hold back a repair). A conflict or a failing template is announced once when
-it appears, not on every reconcile while it lasts.
+posted must never hold back a repair). They wait for the work queue to be quiet — at most
+:data:`MAX_DELAY` — so a rollout across thousands of namespaces does not share the API server
+with thousands of Event writes. A conflict or a failing template is announced once when it
+appears, not on every reconcile while it lasts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from nsbaseline import metrics, names
@@ -18,6 +22,8 @@ from nsbaseline.assessment import Assessment
 logger = logging.getLogger("nsbaseline")
 
 Involved = Mapping[str, Any]
+#: The longest an Event waits for the operator to be quiet before it is posted anyway.
+MAX_DELAY = 30.0
 
 
 class EventSink(Protocol):
@@ -27,10 +33,16 @@ class EventSink(Protocol):
 
 
 class EventRecorder:
-    def __init__(self, sink: EventSink, policy_uid: Callable[[str], str | None]) -> None:
+    def __init__(
+        self,
+        sink: EventSink,
+        policy_uid: Callable[[str], str | None],
+        quiet: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
         self._sink = sink
         self._policy_uid = policy_uid
-        self._queue: asyncio.Queue[tuple[Involved, str, str, str]] = asyncio.Queue()
+        self._quiet = quiet
+        self._queue: asyncio.Queue[tuple[float, Involved, str, str, str]] = asyncio.Queue()
         self._reported: dict[str, set[tuple[str, ...]]] = {}
 
     def __len__(self) -> int:
@@ -38,7 +50,7 @@ class EventRecorder:
 
     # ----- what can be said -----------------------------------------------------------------
     def emit(self, involved: Involved, reason: str, message: str, type_: str = "Normal") -> None:
-        self._queue.put_nowait((involved, reason, message, type_))
+        self._queue.put_nowait((time.monotonic(), involved, reason, message, type_))
 
     def on_namespace(
         self, namespace: str, reason: str, message: str, type_: str = "Normal"
@@ -111,7 +123,11 @@ class EventRecorder:
     async def run(self) -> None:
         """Post queued Events forever (run a couple of these)."""
         while True:
-            involved, reason, message, type_ = await self._queue.get()
+            since, involved, reason, message, type_ = await self._queue.get()
+            if self._quiet is not None:
+                left = MAX_DELAY - (time.monotonic() - since)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._quiet(), max(0.0, left))
             try:
                 await self._sink.post_event(involved, reason=reason, message=message, type_=type_)
                 metrics.WRITES.labels("create", "Event").inc()

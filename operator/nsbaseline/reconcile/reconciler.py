@@ -90,7 +90,7 @@ class Reconciler:
         self.foreign = ForeignHolders()
         self.executor = WriteExecutor(api, self.written, self.foreign, self._written)
         self.status = StatusBook(api, self.cluster.policies, clock)
-        self.events = EventRecorder(api, self._policy_uid)
+        self.events = EventRecorder(api, self._policy_uid, self.queue.idle.wait)
         self.gate = gate or ActiveGate(None)
         #: Set once Kopf has listed namespaces and policies (its first event) — see handlers.
         self.cluster_ready = asyncio.Event()
