@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import json
 import os
 import random
@@ -373,7 +374,12 @@ class Bench:
 
     def rendered(self, namespace: str, policy: BaselinePolicy) -> dict[str, dict[str, Any]]:
         """piece -> the exact object the operator would send for ``namespace``."""
-        result = render_policy(self.templates, self.namespace_info(namespace, True), policy)
+        result = render_policy(
+            self.templates,
+            self.namespace_info(namespace, True),
+            policy,
+            datetime.datetime.now(datetime.UTC),
+        )
         if result.errors:
             raise RuntimeError(f"render failed: {result.errors[0]}")
         objects = {o.piece: with_hash(o.body) for o in result.objects}

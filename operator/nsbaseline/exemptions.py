@@ -21,10 +21,6 @@ from typing import Any
 from nsbaseline.spec import BaselinePolicySpec, Exemption
 
 
-def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 def valid(spec: BaselinePolicySpec) -> list[Exemption]:
     """The exceptions of a policy spec that can take effect: an expiry Python cannot read (the
     API server's date-time format is a little wider) is skipped, as is an empty namespace."""

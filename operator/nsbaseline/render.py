@@ -293,16 +293,16 @@ def render_policy(
     templates: TemplateSet,
     namespace: Namespace,
     policy: BaselinePolicy,
-    now: datetime.datetime | None = None,
+    now: datetime.datetime,
 ) -> PolicyRender:
     """Render all pieces of ``policy`` for ``namespace``, collecting every error.
 
-    Pieces held back by an exception active at ``now`` (default: the current time) are left out,
-    so the plan removes them like any piece the policy no longer wants.
+    Pieces held back by an exception active at ``now`` are left out, so the plan removes them
+    like any piece the policy no longer wants. Time is an argument: this module reads no clock.
     """
     objects: list[RenderedObject] = []
     errors: list[RenderError] = []
-    held_back = exemptions.held_back(policy.spec, namespace.name, now or exemptions.now())
+    held_back = exemptions.held_back(policy.spec, namespace.name, now)
     for piece in pieces_of(policy):
         if piece in held_back:
             continue

@@ -6,6 +6,7 @@ Kept as plain functions (not fixtures) so each test reads as data in, result out
 from __future__ import annotations
 
 import copy
+import datetime
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,8 @@ from nsbaseline.model import BaselinePolicy, ManagedObject, Namespace
 from nsbaseline.plan import with_hash
 from nsbaseline.render import RenderedObject
 
+#: The time unit tests render at: fixed, so exceptions' expiry is deterministic.
+NOW = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
 NETPOL_HEAD = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
 
 

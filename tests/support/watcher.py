@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import http.client
 import json
 import socket
@@ -396,7 +397,7 @@ def expected_objects(
     out = {}
     for ns in namespaces:
         info = Namespace(ns, labels).with_name_label()
-        render = render_policy(templates, info, policy)
+        render = render_policy(templates, info, policy, datetime.datetime.now(datetime.UTC))
         assert not render.errors, render.errors
         out[ns] = {o.name: o.body for o in render.objects}
     return out

@@ -17,7 +17,7 @@ from nsbaseline.plan import (
     with_hash,
 )
 from nsbaseline.render import PolicyRender, RenderedObject, TemplateSet, render_policy
-from tests.support.builders import foreign, in_cluster, opted_in, policy
+from tests.support.builders import NOW, foreign, in_cluster, opted_in, policy
 
 NS = opted_in("team-a")
 TEMPLATES = TemplateSet()
@@ -28,7 +28,7 @@ FULL: dict[str, Any] = {"monitoring": {"enabled": True}, "ingressController": {"
 def render(
     pol: BaselinePolicy, ns: Namespace = NS, templates: TemplateSet = TEMPLATES
 ) -> PolicyRender:
-    return render_policy(templates, ns, pol)
+    return render_policy(templates, ns, pol, NOW)
 
 
 def converged(*renders: PolicyRender) -> list[ManagedObject]:

@@ -22,7 +22,7 @@ from nsbaseline.reconcile.queue import WorkQueue
 from nsbaseline.reconcile.reconciler import Reconciler
 from nsbaseline.reconcile.written import WriteCache
 from nsbaseline.render import TemplateSet, render_policy
-from tests.support.builders import opted_in, policy
+from tests.support.builders import NOW, opted_in, policy
 from tests.support.fakes import FakeApi, FakeCluster
 
 NS = "team-a"
@@ -140,7 +140,7 @@ def test_a_relist_reports_objects_that_vanished_while_nobody_watched() -> None:
 def _plan_for_new_namespace() -> Any:
     ns = opted_in(NS)
     base = policy("base")
-    render = render_policy(TemplateSet(), ns, base)
+    render = render_policy(TemplateSet(), ns, base, NOW)
     return build_plan(ns, [render], [], {"base": base})
 
 

@@ -12,7 +12,7 @@ import pytest
 from nsbaseline.model import Namespace
 from nsbaseline.render import RenderError, TemplateSet, render_policy
 from nsbaseline.sandbox import MAX_INT_ARGUMENT, MAX_OUTPUT_CHARS
-from tests.support.builders import netpol_template, policy
+from tests.support.builders import NOW, netpol_template, policy
 
 NS = Namespace("ns-sandbox", {"kubernetes.io/metadata.name": "ns-sandbox"})
 POLICY = policy("pol")
@@ -154,7 +154,7 @@ def test_syntax_error_is_reported_again_for_every_namespace() -> None:
 def test_render_policy_collects_errors_and_keeps_the_other_pieces() -> None:
     templates = TemplateSet.from_sources({"extra": "{{ nope }}"})
     pol = policy("pol", templates=[{"name": "extra"}])
-    result = render_policy(templates, NS, pol)
+    result = render_policy(templates, NS, pol, NOW)
     assert [e.template for e in result.errors] == ["extra"]
     assert result.errors[0].policy_name == "pol"
     assert {o.piece for o in result.objects} == {"allow-dns", "default-deny"}

@@ -19,7 +19,7 @@ import yaml
 from nsbaseline import canonical, names
 from nsbaseline.model import Namespace
 from nsbaseline.render import TemplateSet, builtin_template_dir, render_policy
-from tests.support.builders import namespace, opted_in, policy
+from tests.support.builders import NOW, namespace, opted_in, policy
 
 GOLDEN = Path(__file__).parent / "golden"
 NOTHING = "# renders nothing\n"
@@ -173,7 +173,7 @@ def test_golden_outputs_are_already_canonical() -> None:
 
 
 def _pieces(spec: dict[str, Any], ns: Namespace | None = None) -> dict[str, Any]:
-    result = render_policy(TEMPLATES, ns or opted_in(), policy("baseline", **spec))
+    result = render_policy(TEMPLATES, ns or opted_in(), policy("baseline", **spec), NOW)
     assert not result.errors
     return {o.piece: o.body for o in result.objects}
 
@@ -265,7 +265,7 @@ def test_namespace_annotation_overrides_the_ingress_controller_ports() -> None:
 
 def test_generated_objects_carry_name_labels_annotations_and_owner() -> None:
     pol = policy("baseline", uid="u-1", annotations=OWNER)
-    result = render_policy(TEMPLATES, namespace("team-a"), pol)
+    result = render_policy(TEMPLATES, namespace("team-a"), pol, NOW)
     for obj in result.objects:
         meta = obj.body["metadata"]
         assert meta["name"] == f"nsbaseline-baseline-{obj.piece}"
@@ -291,6 +291,6 @@ def test_generated_objects_carry_name_labels_annotations_and_owner() -> None:
 
 def test_rendering_is_deterministic_across_template_sets() -> None:
     spec = CASES["allow-egress-cidrs--networks"][1]
-    first = render_policy(TemplateSet(), opted_in(), policy("baseline", **spec))
-    second = render_policy(TemplateSet(), opted_in(), policy("baseline", **spec))
+    first = render_policy(TemplateSet(), opted_in(), policy("baseline", **spec), NOW)
+    second = render_policy(TemplateSet(), opted_in(), policy("baseline", **spec), NOW)
     assert first.objects == second.objects

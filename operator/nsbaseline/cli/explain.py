@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,12 +58,13 @@ def _inputs(
     inputs.extend(Inputs.from_docs(d for d in policy_docs if d.get("kind") != names.KIND))
     policies = policies_from([d for d in policy_docs if d.get("kind") == names.KIND], policy_file)
     templates = TemplateSet(templates_dir)
+    now = datetime.datetime.now(datetime.UTC)  # the clock is read here, at the edge
     known = {n.name: n for n in inputs.namespaces}
     for ns_name in namespaces:
         ns = Namespace(ns_name, known[ns_name].labels if ns_name in known else {})
         ns = ns.with_name_label()
         for policy in policies:
-            rendered = render_policy(templates, ns, policy)
+            rendered = render_policy(templates, ns, policy, now)
             for error in rendered.errors:
                 click.echo(f"error: {error}", err=True)
             inputs.network_policies.extend(

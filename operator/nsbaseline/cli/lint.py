@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 from collections.abc import Sequence
@@ -68,7 +69,10 @@ def lint(
     """Find NetworkPolicy mistakes in files, templates or the cluster; exit 1 on errors."""
     if not (files or templates_dir or cluster):
         raise CliError("give files to lint, --templates-dir or --cluster")
-    lint_context = lint_.Context(pod_cidrs=tuple(pod_cidr), service_cidrs=tuple(service_cidr))
+    now = datetime.datetime.now(datetime.UTC)  # the clock is read here, at the edge
+    lint_context = lint_.Context(
+        pod_cidrs=tuple(pod_cidr), service_cidrs=tuple(service_cidr), now=now
+    )
     docs: list[lint_.Located] = []
     findings: list[lint_.Finding] = []
     namespace = Namespace(sample).with_name_label()
@@ -88,7 +92,7 @@ def lint(
                     policy = BaselinePolicy.from_body(doc.data)
                 except (SpecError, KeyError, TypeError):
                     continue  # not renderable: lint reports why (invalid-policy)
-                rendered = render_policy(templates, namespace, policy)
+                rendered = render_policy(templates, namespace, policy, now)
                 docs += [
                     lint_.rendered(o.body, str(path), line, origin=f"piece {o.piece}")
                     for o in rendered.objects
@@ -100,7 +104,7 @@ def lint(
         docs += located
     if templates_dir is not None:
         policy = _lint_template_policy(policy_file, templates)
-        rendered = render_policy(templates, namespace, policy)
+        rendered = render_policy(templates, namespace, policy, now)
         for obj in rendered.objects:
             source = templates_dir / f"{obj.piece}{TEMPLATE_SUFFIX}"
             if not source.is_file():

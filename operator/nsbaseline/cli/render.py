@@ -5,6 +5,7 @@ The same selection, render and plan as the operator, on files: deterministic, fo
 
 from __future__ import annotations
 
+import datetime
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,6 +87,7 @@ def render(
     policies = policies_from(load_yaml_docs(policy_file), policy_file)
     namespace = namespace_from_options(namespace_name, namespace_file, labels, annotations)
     templates = TemplateSet(templates_dir)
+    now = datetime.datetime.now(datetime.UTC)  # the clock is read here, at the edge
     renders = []
     for policy in sorted(policies, key=lambda p: p.name):
         if not ignore_selector and not policy_selects(policy, namespace):
@@ -94,7 +96,7 @@ def render(
                 err=True,
             )
             continue
-        renders.append(render_policy(templates, namespace, policy))
+        renders.append(render_policy(templates, namespace, policy, now))
     plan = build_plan(namespace, renders, [], {p.name: p for p in policies})
     errors = [e for r in renders for e in r.errors]
     for error in errors:
