@@ -42,7 +42,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(REPO / "hack"))
+sys.path.insert(0, str(REPO))  # hack.localcluster
 
 from kubeaccess import Access, Api, ApiFailure, np_path  # noqa: E402
 from watcher import ABSENT, AllMatch, Key, Restored, Watcher  # noqa: E402
@@ -971,7 +971,7 @@ def main(argv: list[str] | None = None) -> int:
         kubectl = os.environ.get("NSBASELINE_BENCH_KUBECTL") or shutil.which("kubectl") or "kubectl"
         server = "external cluster"
     else:
-        from localcluster import LocalCluster
+        from hack.localcluster import LocalCluster
 
         workdir = args.dir / "cluster"
         old = LocalCluster.load(workdir)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from hack.localcluster import LocalCluster
 from tests.support.kube import E2E_DIR, REPO, Cluster, OperatorProcess
 
 
@@ -24,8 +25,6 @@ def local_control_plane() -> Iterator[object | None]:
     if os.environ.get("NSBASELINE_TEST_KUBECONFIG"):
         yield None
         return
-    from hack.localcluster import LocalCluster
-
     workdir = E2E_DIR / "cluster"
     old = LocalCluster.load(workdir)
     if old is not None:
@@ -47,7 +46,8 @@ def cluster(local_control_plane: object | None) -> Cluster:
         c = Cluster(Path(external), kubectl)
     else:
         lc = local_control_plane
-        c = Cluster(lc.kubeconfig, str(lc.bindir / "kubectl"))  # type: ignore[attr-defined]
+        assert isinstance(lc, LocalCluster) and lc.bindir is not None
+        c = Cluster(lc.kubeconfig, str(lc.bindir / "kubectl"))
     c.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
     c.kubectl(
         "wait",
@@ -61,7 +61,7 @@ def cluster(local_control_plane: object | None) -> Cluster:
 
 @pytest.fixture
 def logdir(request: pytest.FixtureRequest) -> Path:
-    path = E2E_DIR / "logs" / request.node.name.replace("/", "_")[:120]
+    path = E2E_DIR / "logs" / str(request.node.name).replace("/", "_")[:120]
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -230,7 +230,7 @@ def _assert_degraded_without_loss(
     selected = namespaces[:2]
 
     def degraded() -> dict[str, Any] | None:
-        policy = cluster.get("baselinepolicy", name)
+        policy: dict[str, Any] | None = cluster.get("baselinepolicy", name)
         cond = _condition(policy, "Degraded")
         if cond.get("status") != "True" or policy is None:
             return None

@@ -9,6 +9,7 @@ egress without allowing DNS, not even for one write.
 
 from __future__ import annotations
 
+import functools
 import random
 import subprocess
 import time
@@ -106,7 +107,7 @@ def test_sigkill_during_rollouts_never_leaves_a_namespace_half_applied(
             # done (none, for a kill before the first write), so every kill interrupts real work.
             target = rng.randrange(0, NAMESPACES * 9 // 10)
             done_at_kill = wait_for(
-                lambda expected=expected, target=target: _done_at_least(watcher, expected, target),
+                functools.partial(_done_at_least, watcher, expected, target),
                 600,
                 interval=0.2,
                 what=f"round {round_}: rollout progress to {target} namespaces",
@@ -117,7 +118,7 @@ def test_sigkill_during_rollouts_never_leaves_a_namespace_half_applied(
             if creating is not None:
                 assert creating.wait(timeout=300) == 0, "creating the namespaces failed"
             wait_for(
-                lambda expected=expected: not mismatches(watcher.snapshot(), expected),
+                functools.partial(_converged, watcher, expected),
                 600,
                 interval=0.5,
                 what=f"round {round_}: all {NAMESPACES} namespaces converged (watch view)",
@@ -138,3 +139,7 @@ def test_sigkill_during_rollouts_never_leaves_a_namespace_half_applied(
         assert operator.starts == KILLS + 1
         moments = len(watcher.moments)
     print(f"watcher: {moments} namespace states seen, 0 with egress denied and DNS missing")
+
+
+def _converged(watcher: PolicyWatcher, expected: Any) -> bool:
+    return not mismatches(watcher.snapshot(), expected)

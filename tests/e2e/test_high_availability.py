@@ -11,6 +11,7 @@ exists; nsbaseline creates it at start-up. The tests start without it to pin tha
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -100,7 +101,7 @@ def test_one_replica_is_active_and_the_standby_takes_over_when_it_is_killed(
         dns = names.object_name(policy, "allow-dns")
         deny = names.object_name(policy, "default-deny")
         for ns in nss:
-            wait_for(lambda ns=ns: {dns, deny} <= set(cluster.netpols(ns)), 60, what=f"{ns}")
+            wait_for(functools.partial(_holds, cluster, ns, {dns, deny}), 60, what=f"{ns}")
         cluster.kubectl("delete", "networkpolicy", dns, "-n", nss[0])
         wait_for(lambda: dns in cluster.netpols(nss[0]), 60, what="repair by the active replica")
         assert _writes(primary) > 0
@@ -127,7 +128,7 @@ def test_one_replica_is_active_and_the_standby_takes_over_when_it_is_killed(
         monitoring = names.object_name(policy, "allow-monitoring")
         for ns in [*nss, fresh]:
             wait_for(
-                lambda ns=ns: {dns, deny, monitoring} == set(cluster.netpols(ns)),
+                functools.partial(_holds_exactly, cluster, ns, {dns, deny, monitoring}),
                 120,
                 what=f"{ns} converged by the survivor",
             )
@@ -207,3 +208,11 @@ def test_a_replica_resuming_after_a_pause_repairs_what_changed_while_it_was_paus
     finally:
         high.kill()
         low.stop()
+
+
+def _holds(cluster: Cluster, namespace: str, wanted: set[str]) -> bool:
+    return wanted <= set(cluster.netpols(namespace))
+
+
+def _holds_exactly(cluster: Cluster, namespace: str, wanted: set[str]) -> bool:
+    return wanted == set(cluster.netpols(namespace))

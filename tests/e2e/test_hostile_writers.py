@@ -164,7 +164,7 @@ def test_foreign_policy_holding_our_name_is_never_touched(
     cluster.apply(baseline_policy("hwc"))
 
     def conflict_reported() -> dict[str, Any] | None:
-        policy = cluster.get("baselinepolicy", "hwc")
+        policy: dict[str, Any] | None = cluster.get("baselinepolicy", "hwc")
         status = (policy or {}).get("status") or {}
         degraded = _condition(policy, "Degraded")
         if status.get("conflictingNamespaces") == 1 and degraded.get("status") == "True":

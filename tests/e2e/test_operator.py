@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -182,7 +183,7 @@ def test_policy_change_updates_exactly_what_changed_and_noop_change_writes_nothi
         return bool(mon["spec"]["ingress"][0]["ports"][0]["port"] == 9200)
 
     for ns in namespaces:
-        wait_for(lambda ns=ns: port_updated(ns), 60, what=f"port updated in {ns}")
+        wait_for(functools.partial(port_updated, ns), 60, what=f"port updated in {ns}")
     for ns in namespaces:
         after = cluster.netpols(ns)
         for name, obj in before[ns].items():

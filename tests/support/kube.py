@@ -30,16 +30,20 @@ T = TypeVar("T")
 
 
 def wait_for(
-    predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.2, what: str = ""
+    predicate: Callable[[], T | None],
+    timeout: float = 60.0,
+    interval: float = 0.2,
+    what: str = "",
 ) -> T:
     """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: object = None
     while True:
         try:
-            last = predicate()
-            if last:
-                return last
+            result = predicate()
+            if result:
+                return result
+            last = result
         except AssertionError as exc:
             last = exc
         if time.monotonic() > deadline:
@@ -128,7 +132,8 @@ class Cluster:
             if "NotFound" in proc.stderr or "not found" in proc.stderr:
                 return None
             raise AssertionError(proc.stderr)
-        return json.loads(proc.stdout)
+        found: dict[str, Any] = json.loads(proc.stdout)
+        return found
 
     def items(self, *args: str) -> list[dict[str, Any]]:
         result = self.get(*args)
@@ -258,7 +263,7 @@ class OperatorProcess:
                 with urllib.request.urlopen(
                     f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
                 ) as r:
-                    return r.status == 200
+                    return bool(r.status == 200)
             except OSError:
                 return False
 

@@ -4,6 +4,8 @@ the slow path gives."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from nsbaseline.model import BaselinePolicy, Namespace
@@ -29,9 +31,14 @@ def test_namespaces_share_one_render_when_the_template_does_not_read_the_namespa
 ) -> None:
     templates = TemplateSet()
     assert "namespace" not in templates.reads("allow-monitoring")
-    fresh = []
+    fresh: list[tuple[object, ...]] = []
     real = templates._render_fresh
-    monkeypatch.setattr(templates, "_render_fresh", lambda *a: fresh.append(a) or real(*a))
+
+    def counting(*args: Any) -> str:
+        fresh.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(templates, "_render_fresh", counting)
     policy = _policy(9100)
     a = templates.render("allow-monitoring", Namespace("team-a"), policy)
     b = templates.render("allow-monitoring", Namespace("team-b"), policy)
