@@ -1,204 +1,26 @@
-"""The only code that talks to the Kubernetes API (besides Kopf's own watches).
+"""The calls the operator and the CLI make, resource by resource (the transport is beneath).
 
-A small async client on the credentials of :mod:`nsbaseline.kube.login`: creates with POST,
-server-side apply under our field manager, deletes with a UID precondition (never a same-named
-object that replaced ours), status merge patches, core/v1 Events, and LISTs that are always
-paginated. One pooled session, so a burst of writes reuses connections.
-
-API hygiene lives here once: 429 and 5xx answers are retried after the server's ``Retry-After``
-(or a short backoff), lost connections are retried, and a 401 logs in again once (rotated
-tokens, an expired exec credential) before giving up.
+Creates are POSTs; updates are server-side applies under our field manager (force: we own our
+fields); deletes carry a UID precondition (never a same-named object that replaced ours); status
+is a merge patch; Events are core/v1.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime
-import logging
-import urllib.parse
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
-import orjson
-
 from nsbaseline import names
-from nsbaseline.kube.errors import ApiError, UnreachableError
-from nsbaseline.kube.login import Credentials
-
-logger = logging.getLogger(__name__)
+from nsbaseline.kube.errors import ApiError
+from nsbaseline.kube.transport import ATTEMPTS, PAGE_SIZE, Transport
 
 NP_PATH = "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies"
 POLICY_PATH = f"/apis/{names.GROUP}/{names.VERSION}/{names.PLURAL}"
-PAGE_SIZE = 500
-#: Attempts for a request answered 429/5xx or cut off; the last failure is raised.
-ATTEMPTS = 6
-#: Never wait longer than this for one retry, whatever Retry-After says.
-MAX_RETRY_AFTER = 30.0
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(5.0, 0.2 * 2**attempt))
-
-
-class KubeClient:
-    """Async API client over one pooled session."""
-
-    def __init__(
-        self,
-        credentials: Credentials,
-        relogin: Callable[[], Credentials] | None = None,
-        max_connections: int = 64,
-        attempts: int = ATTEMPTS,
-    ) -> None:
-        self.credentials = credentials
-        self._relogin = relogin if relogin is not None else credentials.reload
-        self._max_connections = max_connections
-        self._attempts = attempts
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def server(self) -> str:
-        return self.credentials.server
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = self.credentials.session(limit=self._max_connections, timeout=60)
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def _login_again(self) -> None:
-        if self._relogin is None:
-            return
-        fresh = await asyncio.to_thread(self._relogin)
-        await self.close()
-        self.credentials = fresh
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-    ) -> Any:
-        """One API call; JSON in and out. Raises :class:`ApiError` or :class:`UnreachableError`."""
-        url = path + ("?" + urllib.parse.urlencode(params) if params else "")
-        data = orjson.dumps(body) if body is not None else None
-        headers = {"Accept": "application/json"}
-        if data is not None:
-            headers["Content-Type"] = content_type
-        relogged = False
-        attempt = 0
-        while True:
-            attempt += 1
-            if self.credentials.expired():
-                await self._login_again()
-            session = self._get_session()
-            try:
-                async with session.request(
-                    method, self.credentials.server + url, data=data, headers=headers
-                ) as resp:
-                    raw = await resp.read()
-                    retry_after = _retry_after(resp.headers.get("Retry-After"))
-                    status = resp.status
-            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-                if attempt >= self._attempts:
-                    raise UnreachableError(
-                        f"cannot reach the API server at {self.credentials.server}: "
-                        f"{_describe_connection_error(exc)}"
-                    ) from exc
-                await asyncio.sleep(_backoff(attempt))
-                continue
-            if status < 400:
-                return orjson.loads(raw) if raw else None
-            error = ApiError.from_response(
-                status,
-                raw.decode(errors="replace"),
-                method=method,
-                path=path,
-                retry_after=retry_after,
-            )
-            if status == 401 and not relogged:
-                relogged = True  # rotated token or expired credential: log in again, once
-                if self._relogin is not None:
-                    await self._login_again()
-                else:
-                    await self.credentials.token.renew(force=True)
-                continue
-            if error.retriable and attempt < self._attempts:
-                delay = retry_after if retry_after is not None else _backoff(attempt)
-                await asyncio.sleep(min(delay, MAX_RETRY_AFTER))
-                continue
-            raise error
-
-    @contextlib.asynccontextmanager
-    async def stream(
-        self, path: str, params: Mapping[str, str], read_timeout: float
-    ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """A long-lived GET (a watch) yielding its body line by line.
-
-        No retries here: the caller (a watch loop) decides to re-watch or list again.
-        """
-        if self.credentials.expired():
-            await self._login_again()
-        session = self._get_session()
-        url = self.credentials.server + path + "?" + urllib.parse.urlencode(params)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=read_timeout)
-        async with session.get(
-            url, headers={"Accept": "application/json"}, timeout=timeout
-        ) as resp:
-            if resp.status >= 400:
-                text = await resp.text()
-                if resp.status == 401 and self._relogin is not None:
-                    await self._login_again()
-                raise ApiError.from_response(
-                    resp.status, text, method="GET", path=path, retry_after=None
-                )
-            yield _lines(resp.content)
-
-    async def pages(
-        self, path: str, params: Mapping[str, str] | None = None, limit: int = PAGE_SIZE
-    ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
-        """A LIST, page by page (``limit``/``continue``): never the whole collection at once.
-
-        Yields each page's items with the resourceVersion the listing is consistent at.
-        """
-        query = {**(params or {}), "limit": str(limit)}
-        while True:
-            result = await self.request("GET", path, params=query)
-            meta = result.get("metadata") or {}
-            yield result.get("items") or [], str(meta.get("resourceVersion", ""))
-            token = meta.get("continue")
-            if not token:
-                return
-            query["continue"] = token
-
-    async def list_all(
-        self, path: str, params: Mapping[str, str] | None = None
-    ) -> tuple[list[dict[str, Any]], str]:
-        """Every item of a LIST (paginated) and the resourceVersion it is consistent at."""
-        items: list[dict[str, Any]] = []
-        consistent_at = ""
-        async for page, page_version in self.pages(path, params):
-            items.extend(page)
-            consistent_at = page_version
-        return items, consistent_at
+class KubeClient(Transport):
+    """Async API client: the resource calls of nsbaseline over one :class:`Transport`."""
 
     # ----- NetworkPolicies ------------------------------------------------------------------
     async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -341,31 +163,4 @@ class KubeClient:
             await self.request("GET", path, params={"limit": "1"})
 
 
-async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """Complete lines of a watch stream (aiohttp's readline caps line length; events can be big)."""
-    buffer = b""
-    async for chunk in content.iter_any():
-        buffer += chunk
-        while True:
-            end = buffer.find(b"\n")
-            if end < 0:
-                break
-            yield buffer[:end]
-            buffer = buffer[end + 1 :]
-    if buffer:
-        yield buffer
-
-
-def _describe_connection_error(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ClientProxyConnectionError):
-        return f"the proxy refused or failed: {exc}"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return f"TLS certificate problem: {exc.certificate_error}"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return str(exc.os_error) or str(exc)
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return str(exc) or type(exc).__name__
-
-
-__all__ = ["PAGE_SIZE", "KubeClient"]
+__all__ = ["ATTEMPTS", "NP_PATH", "PAGE_SIZE", "POLICY_PATH", "KubeClient"]
