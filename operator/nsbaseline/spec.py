@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from nsbaseline import names, schema
+from nsbaseline import convert, names, schema
 from nsbaseline.schema import Bounds, Rule, api
 from nsbaseline.spec_blocks import (
     VALID_LABEL_KEYS,
@@ -206,7 +206,7 @@ class BaselinePolicySpec:
     def from_json(cls, data: Any) -> BaselinePolicySpec:
         """A spec as written, defaulted like the API server does; :class:`schema.SpecError`
         names the field when a value has the wrong type."""
-        return schema.parse(cls, data, ("spec",))
+        return convert.parse(cls, data, ("spec",))
 
     def to_json(self) -> dict[str, Any]:
         """The spec as the API server stores it (defaults filled in)."""
