@@ -2,12 +2,14 @@
 
 Reads (paginated LISTs, no writes) and asks :func:`nsbaseline.assessment.assess_namespace` — the
 same function the operator's status uses — with a plan over the whole namespace, so several
-policies on one namespace are judged each on its own objects.
+policies on one namespace are judged each on its own objects. Below the table: which admission
+protections are installed and what they protect (:mod:`nsbaseline.protections`).
 """
 
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +27,39 @@ from nsbaseline.cli.common import (
 )
 from nsbaseline.model import BaselinePolicy, ManagedObject, Namespace, is_candidate
 from nsbaseline.plan import build_plan
+from nsbaseline.protections import protections
 from nsbaseline.render import TemplateSet, render_policy
 from nsbaseline.schema import SpecError
 from nsbaseline.selection import policies_for
 
 
-async def _read(client: kube.KubeClient) -> tuple[list[BaselinePolicy], list[Any], list[Any]]:
+@dataclass
+class Snapshot:
+    """What ``status`` reads from the cluster: paginated LISTs, nothing written."""
+
+    policy_bodies: list[dict[str, Any]]
+    policies: list[BaselinePolicy]
+    namespaces: list[dict[str, Any]]
+    objects: list[dict[str, Any]]
+    #: ValidatingAdmissionPolicies and bindings, or why they could not be read.
+    admission: tuple[list[dict[str, Any]], list[dict[str, Any]]] | str
+
+
+async def _read(client: kube.KubeClient) -> Snapshot:
+    bodies = await client.list_policies()
     try:
-        policies = [BaselinePolicy.from_body(b) for b in await client.list_policies()]
+        policies = [BaselinePolicy.from_body(b) for b in bodies]
     except SpecError as exc:  # only if the installed CRD is not the one this version expects
         raise CliError(f"a {names.KIND} in the cluster cannot be read: {exc}") from exc
     namespaces = await client.list_namespaces()
     objects, _ = await client.list_network_policies()
-    return policies, namespaces, objects
+    admission: tuple[list[dict[str, Any]], list[dict[str, Any]]] | str
+    try:
+        admission = await client.list_admission()
+    except kube.ApiError as exc:  # reading admission is a bonus: say why it is missing
+        reason = "forbidden" if exc.status == 403 else f"{exc.status} {exc.reason}".strip()
+        admission = f"cannot list validatingadmissionpolicies: {reason}"
+    return Snapshot(bodies, policies, namespaces, objects, admission)
 
 
 def assessments(
@@ -74,9 +96,11 @@ def status(
 ) -> None:
     """Per policy and namespace: compliant, exception, drifted, conflict, error, audit-pending
     or excluded."""
-    policies, namespaces, objects = with_cluster(kubeconfig, context, _read)
+    snapshot = with_cluster(kubeconfig, context, _read)
     now = datetime.datetime.now(datetime.UTC)
-    rows = assessments(policies, namespaces, objects, TemplateSet(templates_dir), now)
+    rows = assessments(
+        snapshot.policies, snapshot.namespaces, snapshot.objects, TemplateSet(templates_dir), now
+    )
     data = [
         {"policy": r.policy_name, "namespace": r.namespace, "state": r.state, "detail": r.detail}
         for r in rows
@@ -84,11 +108,18 @@ def status(
     if output == "yaml":
         click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
         return
-    if not policies:
+    if not snapshot.policies:
         click.echo("No BaselinePolicies found.")
+    else:
+        headers = ["POLICY", "NAMESPACE", "STATE", "DETAIL"]
+        click.echo(table(headers, [list(d.values()) for d in data]), nl=False)
+    click.echo()
+    if isinstance(snapshot.admission, str):
+        click.echo(f"protections: unknown ({snapshot.admission})")
         return
-    headers = ["POLICY", "NAMESPACE", "STATE", "DETAIL"]
-    click.echo(table(headers, [list(d.values()) for d in data]), nl=False)
+    vaps, bindings = snapshot.admission
+    found = protections(vaps, bindings, snapshot.policy_bodies)
+    click.echo(table(["PROTECTION", "STATE", "DETAIL"], [p.row for p in found]), nl=False)
 
 
 __all__ = ["assessments", "status"]

@@ -108,6 +108,13 @@ class KubeClient(Transport):
     async def list_pods(self) -> list[dict[str, Any]]:
         return (await self.list_all("/api/v1/pods"))[0]
 
+    async def list_admission(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """ValidatingAdmissionPolicies and their bindings (for ``nsbaseline status``)."""
+        base = "/apis/admissionregistration.k8s.io/v1/"
+        vaps, _ = await self.list_all(base + "validatingadmissionpolicies")
+        bindings, _ = await self.list_all(base + "validatingadmissionpolicybindings")
+        return vaps, bindings
+
     async def patch_policy_status(self, name: str, status: Mapping[str, Any]) -> None:
         """Replace the status lists and counters (merge patch; only called on real change)."""
         await self.request(
