@@ -21,6 +21,7 @@ import pytest
 
 from tests.support.cli import (
     CLUSTER_COMMANDS,
+    WITH_RUN,
     assert_mentions,
     assert_works,
     nsbaseline,
@@ -42,10 +43,6 @@ from tests.support.credentials import (
 from tests.support.kube import REPO, Cluster, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
-
-#: ``run`` as the error tests start it: no ports of its own unless the test gives them.
-RUN = ("run", "--standalone", "--metrics-port", "0", "--health", "")
-WITH_RUN = {**CLUSTER_COMMANDS, "run": RUN}
 
 
 def _admin_copy(cluster: Cluster, path: Path) -> Path:
@@ -80,7 +77,7 @@ def test_a_missing_context_is_named_with_its_kubeconfig(
     assert_mentions(one_line_error(proc), context, str(path))
 
 
-@pytest.mark.parametrize("command", list(CLUSTER_COMMANDS))
+@pytest.mark.parametrize("command", list(WITH_RUN))
 def test_an_unreachable_server_is_named_by_its_url(
     cluster: Cluster, tmp_path: Path, command: str
 ) -> None:
@@ -91,11 +88,11 @@ def test_an_unreachable_server_is_named_by_its_url(
     )
     with pytest.raises(AssertionError, match="refused"):
         kubectl_whoami(cluster, path)  # nothing listens there
-    proc = nsbaseline(*CLUSTER_COMMANDS[command], "--kubeconfig", str(path), timeout=120)
+    proc = nsbaseline(*WITH_RUN[command], "--kubeconfig", str(path), timeout=120)
     assert_mentions(one_line_error(proc), url)
 
 
-@pytest.mark.parametrize("command", list(CLUSTER_COMMANDS))
+@pytest.mark.parametrize("command", list(WITH_RUN))
 def test_a_401_names_the_kubeconfig_user(cluster: Cluster, tmp_path: Path, command: str) -> None:
     user = f"e2e-bogus-user-{uuid.uuid4().hex[:6]}"
     entry = cluster_entry(admin_server(cluster))
@@ -105,7 +102,7 @@ def test_a_401_names_the_kubeconfig_user(cluster: Cluster, tmp_path: Path, comma
     )
     with pytest.raises(AssertionError, match="Unauthorized"):
         kubectl_whoami(cluster, path)
-    proc = nsbaseline(*CLUSTER_COMMANDS[command], "--kubeconfig", str(path), timeout=120)
+    proc = nsbaseline(*WITH_RUN[command], "--kubeconfig", str(path), timeout=120)
     assert_mentions(one_line_error(proc), "401", user)
 
 

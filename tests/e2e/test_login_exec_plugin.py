@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.cli import (
     CLUSTER_COMMANDS,
+    WITH_RUN,
     assert_mentions,
     assert_works,
     nsbaseline,
@@ -155,7 +156,7 @@ def _wait_converged(cluster: Cluster, ns: str, policy: str, what: str) -> None:
     wait_for(lambda: _pieces(cluster, ns, policy) == wanted, 120, what=what)
 
 
-@pytest.mark.parametrize("command", list(CLUSTER_COMMANDS))
+@pytest.mark.parametrize("command", list(WITH_RUN))
 def test_a_failing_exec_plugin_is_one_line_naming_the_plugin_and_its_message(
     cluster: Cluster, tmp_path: Path, command: str
 ) -> None:
@@ -165,7 +166,7 @@ def test_a_failing_exec_plugin_is_one_line_naming_the_plugin_and_its_message(
     with pytest.raises(AssertionError, match="ticket"):
         kubectl_whoami(cluster, path)  # the fixture fails the way it should, for kubectl too
 
-    proc = nsbaseline(*CLUSTER_COMMANDS[command], "--kubeconfig", str(path), timeout=120)
+    proc = nsbaseline(*WITH_RUN[command], "--kubeconfig", str(path), timeout=120)
     line = one_line_error(proc)
     assert_mentions(line, str(plugin.command), message)
     assert plugin.invocations() >= 2

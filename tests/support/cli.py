@@ -24,6 +24,10 @@ CLUSTER_COMMANDS: dict[str, tuple[str, ...]] = {
     "explain": ("explain", "-n", "default"),
     "lint": ("lint", "--cluster", "-o", "json"),
 }
+#: ``run`` as the error tests start it: no ports of its own unless the test gives them.
+RUN: tuple[str, ...] = ("run", "--standalone", "--metrics-port", "0", "--health", "")
+#: The cluster commands and ``run``, for errors that every one of them must report the same way.
+WITH_RUN: dict[str, tuple[str, ...]] = {**CLUSTER_COMMANDS, "run": RUN}
 
 
 def nsbaseline(

@@ -329,6 +329,8 @@ class ExecPlugin:
     ttl: float = 8.0
     api_version: str = "client.authentication.k8s.io/v1"
     fail: str = ""
+    #: Hand out this certificate and key (PEM files) instead of minting tokens.
+    client_cert: tuple[Path, Path] | None = None
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -353,6 +355,9 @@ class ExecPlugin:
         args += ["--api-version", self.api_version]
         if self.fail:
             args += ["--fail", self.fail]
+        elif self.client_cert is not None:
+            args += ["--client-cert", str(self.client_cert[0])]
+            args += ["--client-key", str(self.client_cert[1])]
         else:
             assert self.sa is not None
             args += [

@@ -15,6 +15,9 @@ token instead of running the plugin again gets 401.
 Every run is counted (``<state>/count``) and each minted token recorded, one JSON line each, in
 ``<state>/minted.jsonl`` (with the token: this is a throwaway test cluster). ``--fail MESSAGE``
 makes the plugin print MESSAGE on stderr and exit 1, like a plugin whose login was refused.
+``--client-cert``/``--client-key`` make it hand out that client certificate instead of a token
+(with the same short expiry), as some plugins do: a client must load a key it only has in
+memory, again at each re-login.
 
 Standard library only, run as a script: the client that runs it may not have our packages.
 """
@@ -104,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secret-prefix", default="e2e-exec")
     parser.add_argument("--ttl", type=float, default=10.0, help="advertised token lifetime")
     parser.add_argument("--fail", default="", help="print this on stderr and exit 1")
+    parser.add_argument("--client-cert", type=Path, help="hand out this certificate (PEM file)")
+    parser.add_argument("--client-key", type=Path, help="... and this key, instead of a token")
     parser.add_argument(
         "--api-version",
         default=DEFAULT_API_VERSION,
@@ -117,10 +122,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.fail:
         print(args.fail, file=sys.stderr)
         return 1
-    token, secret, uid = mint(args, n)
     now = time.time()
     expires = now + args.ttl
     stamp = datetime.datetime.fromtimestamp(expires, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if args.client_cert and args.client_key:
+        # A client certificate instead of a token (kubectl and client-go accept either).
+        status = {
+            "clientCertificateData": args.client_cert.read_text(),
+            "clientKeyData": args.client_key.read_text(),
+            "expirationTimestamp": stamp,
+        }
+        with open(args.state / "minted.jsonl", "a") as out:
+            out.write(json.dumps({"n": n, "minted": now, "expires": expires, "cert": True}) + "\n")
+        print(json.dumps({"apiVersion": api_version, "kind": "ExecCredential", "status": status}))
+        return 0
+    token, secret, uid = mint(args, n)
     record = {
         "n": n,
         "minted": now,
