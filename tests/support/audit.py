@@ -16,6 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+#: The page size of a LIST that only checks access or existence.
+PROBE_LIMIT = 1
+
 
 @dataclass(frozen=True)
 class Call:
@@ -87,9 +90,12 @@ def calls(
 def pagination_problems(listing: list[Call], path: str, at_least: int) -> list[str]:
     """What is wrong with the LISTs of ``path`` when the collection held ``at_least`` items
     throughout: each first page must carry ``limit`` and be followed by enough continuations
-    (``ceil(at_least / limit) - 1`` of them) to read the whole collection."""
+    (``ceil(at_least / limit) - 1`` of them) to read the whole collection. A LIST with
+    ``limit=1`` is taken for a probe (access or existence check) and needs no continuation."""
     mine = [c for c in listing if c.path == path]
-    firsts = [c for c in mine if not c.continued]
+    # ``limit=1`` asks "may I list / is there any?", not for the collection: a probe is not a
+    # listing that stopped early (that nothing was missed is checked on the results).
+    firsts = [c for c in mine if not c.continued and c.limit != PROBE_LIMIT]
     continuations = [c for c in mine if c.continued]
     problems = [f"no limit: {c.uri}" for c in firsts if c.limit is None]
     needed = sum(math.ceil(at_least / c.limit) - 1 for c in firsts if c.limit)
