@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import json
 import os
 import stat
@@ -41,7 +40,7 @@ import pytest
 import yaml
 
 from tests.support.deploy import install_base
-from tests.support.kube import REPO, TEST_LABEL, Cluster, wait_for
+from tests.support.kube import REPO, Cluster, wait_for
 
 #: The operator's ClusterRole, from deploy/base/rbac.yaml.
 OPERATOR_ROLE = "nsbaseline"
@@ -583,10 +582,6 @@ def private_folders_only(root: Path, needles: Sequence[bytes]) -> list[str]:
     return problems
 
 
-def utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 @contextlib.contextmanager
 def login_objects(cluster: Cluster) -> Iterator[None]:
     """Removes the cluster-scoped bindings and CSRs a test made through these helpers."""
@@ -594,31 +589,3 @@ def login_objects(cluster: Cluster) -> Iterator[None]:
         yield
     finally:
         cleanup(cluster)
-
-
-__all__ = [
-    "CLI_ROLE",
-    "OPERATOR_ROLE",
-    "TEST_LABEL",
-    "BoundToken",
-    "ClientCertificate",
-    "Context",
-    "ExecPlugin",
-    "Revoker",
-    "Server",
-    "ServiceAccount",
-    "admin_server",
-    "bind",
-    "client_certificate",
-    "cluster_entry",
-    "key_copies",
-    "kubeconfig",
-    "kubectl_whoami",
-    "login_objects",
-    "mint_bound_token",
-    "private_folders_only",
-    "revoke",
-    "service_account",
-    "token_works",
-    "write_kubeconfig",
-]
