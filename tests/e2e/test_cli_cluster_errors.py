@@ -205,7 +205,7 @@ def test_status_without_the_crd_says_how_to_install_it(cluster: Cluster) -> None
             60,
             what="the BaselinePolicy API gone",
         )
-        proc = nsbaseline("status", "--kubeconfig", str(cluster.kubeconfig), timeout=120)
+        proc = nsbaseline("status", env={"KUBECONFIG": str(cluster.kubeconfig)}, timeout=120)
         assert_mentions(one_line_error(proc), crd, "kubectl apply")
     finally:
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
@@ -231,12 +231,11 @@ def test_run_with_a_busy_metrics_port_names_the_flag_and_the_port(cluster: Clust
         proc = nsbaseline(
             "run",
             "--standalone",
-            "--kubeconfig",
-            str(cluster.kubeconfig),
             "--metrics-port",
             str(port),
             "--health",
             f"http://127.0.0.1:{free_port()}/healthz",
+            env={"KUBECONFIG": str(cluster.kubeconfig)},
             timeout=90,
         )
     assert_mentions(one_line_error(proc), "--metrics-port", str(port))
@@ -247,12 +246,11 @@ def test_run_with_a_busy_health_port_names_the_flag(cluster: Cluster) -> None:
         proc = nsbaseline(
             "run",
             "--standalone",
-            "--kubeconfig",
-            str(cluster.kubeconfig),
             "--metrics-port",
             "0",
             "--health",
             f"http://127.0.0.1:{port}/healthz",
+            env={"KUBECONFIG": str(cluster.kubeconfig)},
             timeout=90,
         )
     assert_mentions(one_line_error(proc), "--health")
