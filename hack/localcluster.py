@@ -43,6 +43,17 @@ BUILD_SCRIPT = REPO / "hack" / "controlplane" / "build.sh"
 DEFAULT_DIR = REPO / ".cache" / "localcluster"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
 
+#: What the API server's audit log records when ``LocalCluster(audit=True)``: only LIST and WATCH
+#: requests, at Metadata level (who, which URI with its ``limit``/``continue``, which user agent),
+#: one event per request once it completes. Enough for tests to prove every listing is paginated,
+#: small enough to leave on for a whole test session.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived", "ResponseStarted"],
+    "rules": [{"level": "Metadata", "verbs": ["list", "watch"]}, {"level": "None"}],
+}
+
 
 def build_binaries() -> Path:
     """Build (or find cached) control-plane binaries and return their folder."""
@@ -172,6 +183,9 @@ class LocalCluster:
 
     workdir: Path
     bindir: Path | None = None
+    #: Write the API server's audit log of LISTs and WATCHes (:data:`AUDIT_POLICY`) to
+    #: :attr:`audit_log`; the e2e session turns it on, ``make up`` leaves it off.
+    audit: bool = False
     ports: dict[str, int] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
@@ -199,6 +213,11 @@ class LocalCluster:
         return self.workdir / "pki"
 
     @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (JSON lines); written only when ``audit`` is on."""
+        return self.logdir / "audit.log"
+
+    @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.ports['apiserver']}"
 
@@ -213,6 +232,7 @@ class LocalCluster:
             "ports": self.ports,
             "tokens": self.tokens,
             "pids": self.pids,
+            "audit": self.audit,
         }
         self.state_file.write_text(json.dumps(state, indent=2))
         self.state_file.chmod(0o600)
@@ -229,6 +249,7 @@ class LocalCluster:
             ports=state["ports"],
             tokens=state["tokens"],
             pids=state["pids"],
+            audit=bool(state.get("audit", False)),
         )
 
     # ----- lifecycle -----------------------------------------------------------------------
@@ -307,6 +328,16 @@ class LocalCluster:
             ]
         if component == "kube-apiserver":
             port = self.ports["apiserver"]
+            audit: list[str] = []
+            if self.audit:
+                policy = self.workdir / "audit-policy.json"
+                policy.write_text(json.dumps(AUDIT_POLICY, indent=2) + "\n")
+                audit = [
+                    f"--audit-policy-file={policy}",
+                    f"--audit-log-path={self.audit_log}",
+                    "--audit-log-format=json",
+                    "--audit-log-mode=blocking",
+                ]
             return [
                 binary,
                 f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
@@ -324,6 +355,7 @@ class LocalCluster:
                 f"--service-account-issuer=https://127.0.0.1:{port}/",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
+                *audit,
                 "--v=1",
             ]
         if component == "kube-controller-manager":

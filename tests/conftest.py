@@ -30,7 +30,8 @@ def local_control_plane() -> Iterator[object | None]:
     if old is not None:
         old.stop()
     shutil.rmtree(workdir, ignore_errors=True)
-    cluster = LocalCluster(workdir)
+    # The audit log (LISTs and WATCHes only) lets tests check how clients list (pagination).
+    cluster = LocalCluster(workdir, audit=True)
     cluster.start()
     try:
         yield cluster

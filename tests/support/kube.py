@@ -204,12 +204,19 @@ class OperatorProcess:
     """``nsbaseline run`` as a child process, the way it runs in a pod (minus the pod)."""
 
     def __init__(
-        self, cluster: Cluster, logdir: Path, *extra: str, env: Mapping[str, str] | None = None
+        self,
+        cluster: Cluster,
+        logdir: Path,
+        *extra: str,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.cluster = cluster
         self.logdir = logdir
         self.extra = extra
         self.extra_env = dict(env or {})
+        #: Working folder of the process (tests that check it leaves no files behind set it).
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
         self.health_port = 0
@@ -246,6 +253,7 @@ class OperatorProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**self.cluster.env, **self.extra_env},
+            cwd=self.cwd,
             start_new_session=True,
         )
         log.close()
