@@ -109,7 +109,11 @@ class Transport:
                     raw = await resp.read()
                     retry_after = _retry_after(resp.headers.get("Retry-After"))
                     status = resp.status
-            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            except (
+                aiohttp.ClientConnectionError,
+                aiohttp.ClientHttpProxyError,
+                TimeoutError,
+            ) as exc:
                 if attempt >= self._attempts:
                     raise UnreachableError(
                         f"cannot reach the API server at {self.credentials.server}: "
@@ -209,6 +213,8 @@ async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
 
 
 def _describe_connection_error(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return f"the proxy answered {exc.status} {exc.message}".rstrip()
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return f"the proxy refused or failed: {exc}"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
