@@ -33,8 +33,6 @@ returns.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +40,17 @@ from typing import Any
 from nsbaseline import names
 from nsbaseline.selection import selector_matches
 from nsbaseline.spec import defaulted
+from nsbaseline.widening_terms import (
+    allowed_networks,
+    allowed_ports,
+    first_uncovered,
+    inside,
+    names_namespace,
+    open_selector,
+    prefix,
+    show,
+    show_network,
+)
 
 #: A JSON path inside the NetworkPolicy, as a tuple (``("spec", "ingress", 0, "from")``).
 Path = tuple[str | int, ...]
@@ -105,8 +114,6 @@ MESSAGES: tuple[tuple[str, str], ...] = (
     ),
 )
 CODES = tuple(dict.fromkeys(code for code, _ in MESSAGES))
-_RANGE = re.compile(r"^[0-9]+-[0-9]+$")
-_NUMBER = re.compile(r"^[0-9]+$")
 MONITORING_PORTS_ANNOTATION = names.ANNOTATION_PREFIX + "monitoring-ports"
 INGRESS_PORTS_ANNOTATION = names.ANNOTATION_PREFIX + "ingress-ports"
 
@@ -233,12 +240,12 @@ def _check(
         for i, rule in enumerate(rules):
             for j, peer in enumerate(rule.get("from") or []):
                 block = peer.get("ipBlock")
-                if block and _prefix(block.get("cidr")) == 0:
+                if block and prefix(block.get("cidr")) == 0:
                     path: Path = ("spec", "ingress", i, "from", j, "ipBlock", "cidr")
                     yield _message(1, policy, path, cidr=str(block["cidr"]), **where)
         for i, rule in enumerate(rules):
             for j, peer in enumerate(rule.get("from") or []):
-                if "namespaceSelector" in peer and _open(peer["namespaceSelector"]):
+                if "namespaceSelector" in peer and open_selector(peer["namespaceSelector"]):
                     path = ("spec", "ingress", i, "from", j, "namespaceSelector")
                     yield _message(2, policy, path, **where)
         pieces = (
@@ -250,20 +257,21 @@ def _check(
             if not piece.get("enabled"):
                 continue
             peer_ns = str(piece.get("namespace"))
-            allowed = _allowed_ports(piece.get("ports") or [], annotation, ns)
+            allowed = allowed_ports(piece.get("ports") or [], annotation, ns.annotations)
             if not allowed:
                 continue  # every port
             for i, rule in enumerate(rules):
                 if not any(
-                    _names(p.get("namespaceSelector"), peer_ns) for p in rule.get("from") or []
+                    names_namespace(p.get("namespaceSelector"), peer_ns)
+                    for p in rule.get("from") or []
                 ):
                     continue
-                bad = _first_uncovered(rule, allowed)
+                bad = first_uncovered(rule, allowed)
                 if bad is not None:
                     index, text = bad
                     path = ("spec", "ingress", i, "ports") + ((index,) if index >= 0 else ())
                     yield _message(
-                        check, policy, path, peer=peer_ns, ports=text, allowed=_show(allowed)
+                        check, policy, path, peer=peer_ns, ports=text, allowed=show(allowed)
                     )
     if deny.get("egress", True):
         rules = _effective(spec, "egress")
@@ -272,197 +280,31 @@ def _check(
                 yield _message(5, policy, ("spec", "egress", i), **where)
         for i, rule in enumerate(rules):
             for j, peer in enumerate(rule.get("to") or []):
-                if "namespaceSelector" in peer and _open(peer["namespaceSelector"]):
+                if "namespaceSelector" in peer and open_selector(peer["namespaceSelector"]):
                     path = ("spec", "egress", i, "to", j, "namespaceSelector")
                     yield _message(6, policy, path, **where)
-        networks = _allowed_networks(bp)
-        shown = "; ".join(_show_network(n) for n in networks) or "none"
+        networks = allowed_networks(bp)
+        shown = "; ".join(show_network(n) for n in networks) or "none"
         for i, rule in enumerate(rules):
             for j, peer in enumerate(rule.get("to") or []):
                 block = peer.get("ipBlock")
-                if block and not [n for n in networks if _inside(block, n)]:
+                if block and not [n for n in networks if inside(block, n)]:
                     path = ("spec", "egress", i, "to", j, "ipBlock", "cidr")
                     yield _message(7, policy, path, cidr=str(block.get("cidr")), allowed=shown)
         for i, rule in enumerate(rules):
             for peer in rule.get("to") or []:
                 block = peer.get("ipBlock")
-                covering = [n for n in networks if block and _inside(block, n)]
+                covering = [n for n in networks if block and inside(block, n)]
                 if not block or not covering:
                     continue
                 if any(not n["ports"] for n in covering):
                     continue  # an entry allows every port there
                 allowed = [p for n in covering for p in n["ports"]]
-                bad = _first_uncovered(rule, allowed)
+                bad = first_uncovered(rule, allowed)
                 if bad is not None:
                     index, text = bad
                     path = ("spec", "egress", i, "ports") + ((index,) if index >= 0 else ())
                     yield _message(8, policy, path, cidr=str(block["cidr"]), ports=text)
-
-
-# ----- selectors ------------------------------------------------------------------------------
-def _open(selector: Mapping[str, Any] | None) -> bool:
-    """Matches every namespace: no positive term (labels, In, Exists on a label other than the
-    name label every namespace has)."""
-    selector = selector or {}
-    if selector.get("matchLabels"):
-        return False
-    for expr in selector.get("matchExpressions") or []:
-        op, key = expr.get("operator"), expr.get("key")
-        if op in ("NotIn", "DoesNotExist"):
-            continue
-        if op == "Exists" and key == names.NAMESPACE_NAME_LABEL:
-            continue
-        return False
-    return True
-
-
-def _names(selector: Mapping[str, Any] | None, namespace: str) -> bool:
-    """The selector names ``namespace`` by its immutable name label."""
-    if selector is None:
-        return False
-    if (selector.get("matchLabels") or {}).get(names.NAMESPACE_NAME_LABEL) == namespace:
-        return True
-    return any(
-        e.get("key") == names.NAMESPACE_NAME_LABEL
-        and e.get("operator") == "In"
-        and namespace in (e.get("values") or [])
-        for e in selector.get("matchExpressions") or []
-    )
-
-
-# ----- ports: ("TCP", lo, hi), lo == hi for one port or a name, as the CEL keeps them ---------
-Port = tuple[str, str, str]
-
-
-def _from_spec(port: Mapping[str, Any]) -> Port:
-    lo = str(port["port"])
-    hi = str(port["endPort"]) if port.get("endPort") is not None else lo
-    return (str(port.get("protocol") or "TCP"), lo, hi)
-
-
-def _from_annotation(text: str) -> list[Port]:
-    """``80,443/TCP,8000-8080,http``; parsed exactly like the admission policy's CEL does."""
-    out: list[Port] = []
-    for raw in text.split(","):
-        item = raw.strip()
-        if not item:
-            continue
-        parts = item.split("/")
-        protocol = parts[1].upper() if len(parts) > 1 else "TCP"
-        port = parts[0]
-        lo, hi = port.split("-")[:2] if _RANGE.match(port) else (port, port)
-        out.append((protocol, lo, hi))
-    return out
-
-
-def _allowed_ports(
-    spec_ports: Sequence[Mapping[str, Any]], annotation: str, ns: NamespaceView
-) -> list[Port]:
-    if ns.annotations and annotation in ns.annotations:
-        return _from_annotation(ns.annotations[annotation])
-    return [_from_spec(p) for p in spec_ports]
-
-
-def _covered(port: Mapping[str, Any], allowed: Sequence[Port]) -> bool:
-    protocol = str(port.get("protocol") or "TCP")
-    value = port.get("port")
-    if value is None:
-        return False
-    for a_protocol, lo, hi in allowed:
-        if a_protocol != protocol:
-            continue
-        if isinstance(value, str):
-            if lo == value:
-                return True
-        elif _NUMBER.match(lo) and _NUMBER.match(hi):
-            end = port.get("endPort")
-            if int(lo) <= int(value) and int(end if end is not None else value) <= int(hi):
-                return True
-    return False
-
-
-def _first_uncovered(rule: Mapping[str, Any], allowed: Sequence[Port]) -> tuple[int, str] | None:
-    """(index, words) of the first port of ``rule`` outside ``allowed``; index -1 when the rule
-    has no ports (every port)."""
-    ports = rule.get("ports") or []
-    if not ports:
-        return -1, "every port"
-    for k, port in enumerate(ports):
-        if not _covered(port, allowed):
-            return k, _words(port)
-    return None
-
-
-def _words(port: Mapping[str, Any]) -> str:
-    """``port 8080/TCP``, ``port 8000-8080/TCP`` or ``every UDP port``."""
-    protocol = str(port.get("protocol") or "TCP")
-    value = port.get("port")
-    if value is None:
-        return f"every {protocol} port"
-    end = port.get("endPort")
-    return f"port {value}{'-' + str(end) if end is not None else ''}/{protocol}"
-
-
-def _show(allowed: Sequence[Port]) -> str:
-    return ", ".join(
-        f"{lo}{'' if lo == hi else '-' + hi}/{protocol}" for protocol, lo, hi in allowed
-    )
-
-
-# ----- networks -------------------------------------------------------------------------------
-def _prefix(cidr: Any) -> int | None:
-    try:
-        return ipaddress.ip_network(str(cidr), strict=False).prefixlen
-    except ValueError:
-        return None
-
-
-def _allowed_networks(bp: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """``egressCIDRs`` entries, plus the node-local DNS address on the DNS ports."""
-    out = [
-        {
-            "cidr": str(e["cidr"]),
-            "except": [str(x) for x in e.get("except") or []],
-            "ports": [_from_spec(p) for p in e.get("ports") or []],
-        }
-        for e in bp.get("egressCIDRs") or []
-    ]
-    dns = bp.get("dns") or {}
-    local = dns.get("nodeLocalDNS")
-    if dns.get("enabled") and local:
-        cidr = f"{local}/{128 if ':' in str(local) else 32}"
-        out.append(
-            {"cidr": cidr, "except": [], "ports": [_from_spec(p) for p in dns.get("ports") or []]}
-        )
-    return out
-
-
-def _show_network(network: Mapping[str, Any]) -> str:
-    excepts = network["except"]
-    return str(network["cidr"]) + (" except " + ", ".join(excepts) if excepts else "")
-
-
-def _contains(outer: str, inner: str) -> bool:
-    try:
-        a = ipaddress.ip_network(outer, strict=False)
-        b = ipaddress.ip_network(inner, strict=False)
-    except ValueError:
-        return False
-    return a.version == b.version and b.subnet_of(a)  # type: ignore[arg-type]
-
-
-def _inside(block: Mapping[str, Any], network: Mapping[str, Any]) -> bool:
-    """Every address ``block`` allows is one ``network`` allows."""
-    cidr = str(block.get("cidr"))
-    if not _contains(network["cidr"], cidr):
-        return False
-    own = [str(x) for x in block.get("except") or []]
-    for excluded in network["except"]:
-        if _contains(excluded, cidr):
-            return False  # the whole block is excluded
-        if _contains(cidr, excluded) and not any(_contains(x, excluded) for x in own):
-            return False  # part of the block is excluded, and the block does not exclude it
-    return True
 
 
 __all__ = [
