@@ -69,7 +69,8 @@ def _status(cluster: Cluster) -> dict[tuple[str, str], str]:
         text=True,
         check=True,
     ).stdout
-    rows = [line.split(None, 3) for line in out.splitlines()[1:] if line.strip()]
+    table = out.split("\n\n", 1)[0]  # the protections follow after a blank line
+    rows = [line.split(None, 3) for line in table.splitlines()[1:] if line.strip()]
     return {(r[0], r[1]): r[2] for r in rows}
 
 

@@ -106,7 +106,8 @@ def assert_works(command: str, proc: subprocess.CompletedProcess[str]) -> None:
 def status_rows(proc: subprocess.CompletedProcess[str]) -> dict[tuple[str, str], str]:
     """``nsbaseline status`` table as {(policy, namespace): state}."""
     assert proc.returncode == 0, describe(proc)
-    rows = [line.split(None, 3) for line in proc.stdout.splitlines()[1:] if line.strip()]
+    table = proc.stdout.split("\n\n", 1)[0]  # the protections follow after a blank line
+    rows = [line.split(None, 3) for line in table.splitlines()[1:] if line.strip()]
     return {(r[0], r[1]): r[2] for r in rows}
 
 

@@ -170,7 +170,9 @@ def _load_context(
         server=str(cfg.host),
         ssl=context_ssl,
         token=token,
-        proxy=getattr(cfg, "proxy", None) or environment_proxy(str(cfg.host)),
+        # The kubeconfig's own proxy-url only: the library's Configuration also takes HTTPS_PROXY
+        # from the environment but ignores NO_PROXY when it does; we apply both ourselves.
+        proxy=_cluster_proxy(loader) or environment_proxy(str(cfg.host)),
         user=user_name,
         context=context,
         origin=paths,
@@ -178,6 +180,13 @@ def _load_context(
         expiration=cert_expiry,
         reload=reload,
     )
+
+
+def _cluster_proxy(loader: Any) -> str | None:
+    """The ``proxy-url`` of the context's cluster in the kubeconfig, if it sets one."""
+    cluster = getattr(loader, "_cluster", None)
+    value = cluster.safe_get("proxy-url") if cluster is not None else None
+    return str(value) if value else None
 
 
 def _has(node: Any, key: str) -> bool:
