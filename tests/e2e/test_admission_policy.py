@@ -74,7 +74,7 @@ def admission(cluster: Cluster, scope: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def module_logdir() -> Path:
-    from conftest import E2E_DIR
+    from tests.conftest import E2E_DIR
 
     path = E2E_DIR / "logs" / "test_admission_policy"
     path.mkdir(parents=True, exist_ok=True)
