@@ -263,11 +263,19 @@ class Dataplane:
             kubeconfig=str(kubeconfig),
             pod_cidr=pod_cidr,
         )
-        self.api = KubeAPI.from_kubeconfig(kubeconfig)
+        self._api: KubeAPI | None = None
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self.pods: dict[str, Pod] = {}
         self.network = ipaddress.ip_network(pod_cidr)
         self.gateway = str(self.network.network_address + 1)
+
+    @property
+    def api(self) -> KubeAPI:
+        """The API client, made on first use (``down`` after a crash may find no kubeconfig;
+        the namespaces and processes are cleaned up all the same)."""
+        if self._api is None:
+            self._api = KubeAPI.from_kubeconfig(self.kubeconfig)
+        return self._api
 
     # ----- names -----------------------------------------------------------------------------
     @property

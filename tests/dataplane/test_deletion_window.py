@@ -107,9 +107,12 @@ def admission(cluster: Cluster) -> Iterator[None]:
             "(if it never does, see kubernetes/kubernetes#130887)",
         )
         yield
+        # Namespace deletion still completes: the canary holds a default-deny and the allow-dns
+        # the policy refused to delete; the namespace controller deletes both.
+        cluster.kubectl("delete", "namespace", CANARY, "--timeout=120s", timeout=150)
     finally:
         cluster.kubectl("delete", "validatingadmissionpolicybinding", *bindings)
-        cluster.kubectl("delete", "namespace", CANARY, "--wait=false")
+        cluster.kubectl("delete", "namespace", CANARY, "--ignore-not-found", "--wait=false")
 
 
 @contextlib.contextmanager
