@@ -101,7 +101,7 @@ demo: up ## The operator's main job on the local control plane: CRDs, an example
 ##@ Test
 
 .PHONY: test
-test: lint controlplane helm image ## Unit tests and end-to-end tests on the real local control plane.
+test: lint controlplane helm image dataplane ## Unit tests, end-to-end tests on the real local control plane, and the dataplane tests.
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
@@ -111,6 +111,16 @@ test-unit: venv ## Unit tests only (no cluster).
 .PHONY: test-e2e
 test-e2e: venv controlplane ## End-to-end tests only.
 	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
+
+##@ Dataplane (real packets; root, see docs/dataplane.md)
+
+.PHONY: dataplane
+dataplane: ## Build kube-router, the NetworkPolicy firewall of the dataplane tests, from Go modules (cached).
+	bash hack/dataplane/build.sh
+
+.PHONY: dataplane-test
+dataplane-test: venv controlplane dataplane ## Prove the baseline with real packets: truth table, lifecycles, deletion window.
+	$(VENV)/bin/pytest tests/dataplane $(PYTEST_ARGS)
 
 ##@ Benchmark
 

@@ -193,6 +193,8 @@ class LocalCluster:
     #: give each controller its own identity as real clusters do (the default runs them all as
     #: the admin user).
     controller_manager_args: list[str] = field(default_factory=list)
+    #: Extra kube-apiserver flags (e.g. an audit log for a test that must know who wrote what).
+    apiserver_args: list[str] = field(default_factory=list)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
     # ----- paths ---------------------------------------------------------------------------
@@ -357,6 +359,7 @@ class LocalCluster:
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 *audit,
                 "--v=1",
+                *self.apiserver_args,
             ]
         if component == "kube-controller-manager":
             kcm_kubeconfig = self.workdir / "kcm.kubeconfig"

@@ -234,6 +234,7 @@ class _State:
     next_veth: int = 0
     api_port: int = 0
     health_port: int = 0
+    pod_cidr: str = POD_CIDR
 
 
 class Dataplane:
@@ -245,19 +246,36 @@ class Dataplane:
         workdir: Path,
         run_id: str | None = None,
         kube_router: Path | None = None,
+        pod_cidr: str = POD_CIDR,
     ) -> None:
+        """``pod_cidr``: the node's pod range. Dataplanes in separate clusters may all use the
+        default; two nodes of one cluster need distinct ranges (their InternalIP is the
+        range's first address, and kube-router takes a pod whose hostIP is its node's IP for
+        its own)."""
         run_id = run_id or secrets.token_hex(3)
         self.workdir = workdir
         self.kubeconfig = kubeconfig
         self.kube_router_bin = kube_router
         self.state = _State(
-            run=run_id, node=f"dp-{run_id}", owner_pid=os.getpid(), kubeconfig=str(kubeconfig)
+            run=run_id,
+            node=f"dp-{run_id}",
+            owner_pid=os.getpid(),
+            kubeconfig=str(kubeconfig),
+            pod_cidr=pod_cidr,
         )
-        self.api = KubeAPI.from_kubeconfig(kubeconfig)
+        self._api: KubeAPI | None = None
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self.pods: dict[str, Pod] = {}
-        self.network = ipaddress.ip_network(POD_CIDR)
+        self.network = ipaddress.ip_network(pod_cidr)
         self.gateway = str(self.network.network_address + 1)
+
+    @property
+    def api(self) -> KubeAPI:
+        """The API client, made on first use (``down`` after a crash may find no kubeconfig;
+        the namespaces and processes are cleaned up all the same)."""
+        if self._api is None:
+            self._api = KubeAPI.from_kubeconfig(self.kubeconfig)
+        return self._api
 
     # ----- names -----------------------------------------------------------------------------
     @property
@@ -299,7 +317,9 @@ class Dataplane:
             raw = json.loads((workdir / "state.json").read_text())
         except (OSError, ValueError) as exc:
             raise DataplaneError(f"no dataplane recorded in {workdir}: {exc}") from None
-        dp = cls(Path(raw["kubeconfig"]), workdir, raw["run"])
+        dp = cls(
+            Path(raw["kubeconfig"]), workdir, raw["run"], pod_cidr=raw.get("pod_cidr", POD_CIDR)
+        )
         dp.state = _State(**raw)
         dp.pods = {f"{p['namespace']}/{p['name']}": Pod(**p) for p in raw.get("pods", [])}
         return dp
@@ -383,7 +403,7 @@ class Dataplane:
                 "name": node,
                 "labels": {"kubernetes.io/hostname": node, DATAPLANE_LABEL: self.run_id},
             },
-            "spec": {"podCIDR": POD_CIDR, "podCIDRs": [POD_CIDR]},
+            "spec": {"podCIDR": self.state.pod_cidr, "podCIDRs": [self.state.pod_cidr]},
         }
         created = self.api.create("/api/v1/nodes", body)
         now = now_rfc3339()
@@ -574,7 +594,14 @@ class Dataplane:
         return "KUBE-ROUTER-FORWARD" in self.iptables_save()
 
     def iptables_save(self) -> str:
-        return in_netns(self.node_netns, "iptables-save", "-t", "filter").stdout
+        """The node's filter table. iptables-save (nf_tables) fails now and then while
+        kube-router swaps sets under it ("Set ... doesn't exist"): such a read is retried."""
+        for attempt in range(10):
+            proc = in_netns(self.node_netns, "iptables-save", "-t", "filter", check=attempt == 9)
+            if proc.returncode == 0:
+                return proc.stdout
+            time.sleep(0.1)
+        raise AssertionError("unreachable")
 
     def tail(self, name: str, lines: int = 30) -> str:
         path = self.log(name)
@@ -896,6 +923,14 @@ class Dataplane:
             with contextlib.suppress(OSError):
                 if os.stat(f"/run/netns/{ns}").st_ino == netns_inode:
                     return True
+        return False
+
+    def node_gone(self) -> bool:
+        """Whether the Node object is gone from the API server (after :meth:`stop`)."""
+        try:
+            self.api.get(f"/api/v1/nodes/{self.node}")
+        except ApiError as exc:
+            return exc.status == 404
         return False
 
     def owner_alive(self) -> bool:

@@ -54,18 +54,28 @@ def forget(name: str) -> None:
         os.close(fd)
 
 
+_home = threading.local()
+
+
+def _home_fd() -> int:
+    """An fd of the namespace this thread was in when it first entered another (cached: a
+    thread only ever leaves it inside :func:`entered`, which always comes back)."""
+    fd: int | None = getattr(_home, "fd", None)
+    if fd is None:
+        fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        _home.fd = fd
+    return fd
+
+
 @contextlib.contextmanager
 def entered(name: str) -> Iterator[None]:
     """Run the body with the calling thread inside namespace ``name``, then come back."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    home = _home_fd()
+    setns(_fd(name))
     try:
-        setns(_fd(name))
-        try:
-            yield
-        finally:
-            setns(home)
+        yield
     finally:
-        os.close(home)
+        setns(home)
 
 
 def socket_in(

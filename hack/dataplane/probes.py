@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -186,6 +185,35 @@ async def _exchange(flow: Flow, sock: socket.socket) -> str:
     return ALLOWED
 
 
+#: Source ports are handed out in turn per source namespace instead of by the kernel. The
+#: kernel may pick a port again within seconds; if the earlier use left a conntrack entry (UDP
+#: keeps one for up to 120 s), the new probe would be "established" traffic that the firewall
+#: accepts without looking at the policy, and a denial would be missed. In turn, a port comes
+#: back only after the whole range. The range starts where the clock says (20 ports a second),
+#: so a later process does not reuse what an earlier one just used; one-shot probes and the
+#: continuous prober use separate ranges.
+_PORT_RANGE = [10000, 20000]
+_next_port: dict[str, int] = {}
+
+
+def use_port_range(first: int, size: int) -> None:
+    _PORT_RANGE[:] = [first, size]
+    _next_port.clear()
+
+
+def _bind_fresh_port(sock: socket.socket, netns: str) -> None:
+    first, size = _PORT_RANGE
+    offset = _next_port.get(netns, int(time.time() * 20))
+    for _ in range(64):
+        offset += 1
+        try:
+            sock.bind(("0.0.0.0", first + offset % size))
+            break
+        except OSError:  # in use (a listener, a lingering socket): the next one
+            continue
+    _next_port[netns] = offset
+
+
 async def probe(flow: Flow, limit: float = 2.0) -> Result:
     """Probe ``flow`` once with real packets, giving up after ``limit`` seconds; never raises
     for network outcomes."""
@@ -199,7 +227,10 @@ async def probe(flow: Flow, limit: float = 2.0) -> Result:
         return Result(flow, f"error:socket: {exc}", started, 0.0)
     try:
         sock.setblocking(False)
-        verdict = await asyncio.wait_for(_exchange(flow, sock), limit)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _bind_fresh_port(sock, flow.src)
+        async with asyncio.timeout(limit):
+            verdict = await _exchange(flow, sock)
     except ConnectionRefusedError:
         verdict = DENIED
     except TimeoutError:
@@ -244,42 +275,68 @@ class Lane:
     group: str = ""  # e.g. the namespace, for per-namespace figures
 
 
+def _extend(runs: list[list[Any]], verdict: str, started: float) -> None:
+    if runs and runs[-1][0] == verdict:
+        runs[-1][2] = started
+        runs[-1][3] += 1
+    else:
+        runs.append([verdict, started, started, 1])
+
+
 @dataclass
 class LaneRecord:
-    """What a lane saw, as the child process reports it (JSON-friendly)."""
+    """What a lane saw, as the child process reports it (JSON-friendly).
+
+    Isolation is judged per flow: a baseline's pieces are separate objects, so a namespace may
+    be isolated for ingress a moment before egress. A forbidden flow's success is a violation
+    only after *that flow* was denied once; the lane counts as isolated once every one of its
+    flows was denied (:attr:`isolated_at`).
+    """
 
     name: str
     expect: str
     group: str
+    flows: int = 1
     probes: int = 0
     counts: dict[str, int] = field(default_factory=dict)
-    #: [verdict, first start, last start, count] for each run of equal verdicts.
+    #: [verdict, first start, last start, count] for each run of equal verdicts, whole lane.
     runs: list[list[Any]] = field(default_factory=list)
-    #: [start, verdict, flow name, detail] for each unexpected result (see module docstring).
+    #: The same per flow (by flow name).
+    flow_runs: dict[str, list[list[Any]]] = field(default_factory=dict)
+    #: When each flow was first denied.
+    first_denied: dict[str, float] = field(default_factory=dict)
+    #: [start, verdict, flow name, detail] for each unexpected result: failures in a lane
+    #: expecting ALLOWED, successes after the flow's first denial in a lane expecting DENIED.
     events: list[list[Any]] = field(default_factory=list)
-    first_denied: float | None = None
 
     MAX_EVENTS = 50_000
 
+    @property
+    def isolated_at(self) -> float | None:
+        """When every flow of the lane had been denied at least once (None: not yet)."""
+        if len(self.first_denied) < self.flows:
+            return None
+        return max(self.first_denied.values())
+
+    def latest(self) -> dict[str, str]:
+        """flow name -> the verdict of its latest probe."""
+        return {name: runs[-1][0] for name, runs in self.flow_runs.items() if runs}
+
     def add(self, result: Result) -> None:
+        name = result.flow.describe()
         self.probes += 1
         self.counts[result.verdict] = self.counts.get(result.verdict, 0) + 1
-        if self.runs and self.runs[-1][0] == result.verdict:
-            self.runs[-1][2] = result.started
-            self.runs[-1][3] += 1
-        else:
-            self.runs.append([result.verdict, result.started, result.started, 1])
-        if result.denied and self.first_denied is None:
-            self.first_denied = result.started
+        _extend(self.runs, result.verdict, result.started)
+        _extend(self.flow_runs.setdefault(name, []), result.verdict, result.started)
+        if result.denied and name not in self.first_denied:
+            self.first_denied[name] = result.started
         unexpected = (
             not result.allowed
             if self.expect == ALLOWED
-            else (result.allowed and self.first_denied is not None)
+            else (result.allowed and name in self.first_denied)
         )
         if unexpected and len(self.events) < self.MAX_EVENTS:
-            self.events.append(
-                [result.started, result.verdict, result.flow.describe(), result.detail]
-            )
+            self.events.append([result.started, result.verdict, name, result.detail])
 
 
 async def _run_lane(
@@ -302,8 +359,7 @@ async def _run_lane(
         if delay < 0:  # a slow probe: start the next one now, do not try to catch up
             next_at = time.monotonic()
             delay = 0
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+        await asyncio.sleep(delay)  # (a stop waits for at most one interval)
 
 
 async def _child_main(config: dict[str, Any]) -> None:
@@ -316,7 +372,7 @@ async def _child_main(config: dict[str, Any]) -> None:
     ]
     interval = float(config.get("interval", 0.1))
     timeout = float(config.get("timeout", 2.0))
-    records = [LaneRecord(lane.name, lane.expect, lane.group) for lane in lanes]
+    records = [LaneRecord(lane.name, lane.expect, lane.group, len(lane.flows)) for lane in lanes]
     stop = asyncio.Event()
     tasks = [
         asyncio.create_task(
@@ -436,6 +492,14 @@ class Figures:
     forbidden_successes: list[list[Any]]
     isolation_latency: dict[str, float]  # group -> seconds from opt-in to the first denial
     never_isolated: list[str]
+    lanes: int = 0
+    span: float = 0.0  # seconds from the first probe to the last
+
+    @property
+    def gap(self) -> float:
+        """Mean seconds between two probes of one lane (the interval asked, if keeping up)."""
+        probes = self.dns_probes + self.forbidden_probes
+        return self.span * self.lanes / probes if probes else 0.0
 
     def percentile(self, q: float) -> float | None:
         values = sorted(self.isolation_latency.values())
@@ -454,13 +518,14 @@ class Figures:
         return (
             f"[dataplane] {scenario}: DNS failed {len(self.dns_failures)}/{self.dns_probes}, "
             f"forbidden succeeded after isolation {len(self.forbidden_successes)}/"
-            f"{self.forbidden_probes}, {lat}"
+            f"{self.forbidden_probes}, {lat}; {self.lanes} lanes over {self.span:.0f}s, "
+            f"a probe per lane every {self.gap * 1000:.0f} ms"
         )
 
 
-def _reisolated(rec: LaneRecord, since: float) -> float:
-    """When the lane was first denied again at or after ``since`` (inf: never)."""
-    for verdict, first, _last, _count in rec.runs:
+def _reisolated(rec: LaneRecord, flow: str, since: float) -> float:
+    """When ``flow`` was first denied again at or after ``since`` (inf: never)."""
+    for verdict, first, _last, _count in rec.flow_runs.get(flow, []):
         if verdict == DENIED and first >= since:
             return float(first)
     return float("inf")
@@ -473,10 +538,11 @@ def summarize(
 ) -> Figures:
     """The two figures and the isolation latency from lane records.
 
-    ``opted_in_at[group]`` is when the test opted the group's namespace in (for the latency).
-    ``released[group]`` lists (start, end) windows in which the test itself lifted the isolation
-    on purpose (opt-out, policy deletion, an exception on default-deny; ``end`` is when it was
-    restored, or ``inf``): successes from ``start`` until the lane is denied again after ``end``
+    ``opted_in_at[group]`` is when the test opted the group's namespace in; the latency runs to
+    the moment every forbidden flow of the group had been denied. ``released[group]`` lists
+    (start, end) windows in which the test itself lifted the isolation on purpose (opt-out,
+    policy deletion, an exception on default-deny; ``end`` is when it was restored, or
+    ``inf``): a flow's successes from ``start`` until that flow is denied again after ``end``
     are expected, not violations.
     """
     opted_in_at = opted_in_at or {}
@@ -486,23 +552,30 @@ def summarize(
     successes: list[list[Any]] = []
     latency: dict[str, float] = {}
     never: list[str] = []
+    records = list(records)
+    starts = [r.runs[0][1] for r in records if r.runs]
+    ends = [r.runs[-1][2] for r in records if r.runs]
+    span = max(ends) - min(starts) if starts else 0.0
     for rec in records:
         if rec.expect == ALLOWED:
             dns_probes += rec.probes
             dns_failures.extend([rec.name, *e] for e in rec.events)
             continue
         forbidden_probes += rec.probes
-        if rec.first_denied is None:
+        isolated = rec.isolated_at
+        if isolated is None:
             never.append(rec.name)
-            continue
-        windows = [(start, _reisolated(rec, end)) for start, end in released.get(rec.group, [])]
-        successes.extend(
-            [rec.name, *e] for e in rec.events if not any(a <= e[0] < b for a, b in windows)
-        )
-        if rec.group in opted_in_at:
-            lat = rec.first_denied - opted_in_at[rec.group]
+        windows = released.get(rec.group, [])
+        for event in rec.events:
+            t, flow = event[0], event[2]
+            if not any(a <= t < _reisolated(rec, flow, b) for a, b in windows):
+                successes.append([rec.name, *event])
+        if isolated is not None and rec.group in opted_in_at:
+            lat = isolated - opted_in_at[rec.group]
             latency[rec.group] = min(lat, latency.get(rec.group, lat))
-    return Figures(dns_probes, dns_failures, forbidden_probes, successes, latency, never)
+    return Figures(
+        dns_probes, dns_failures, forbidden_probes, successes, latency, never, len(records), span
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -517,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("continuous", help="(internal) the ContinuousProber child")
     args = parser.parse_args(argv)
     if args.cmd == "continuous":
+        use_port_range(30000, 30000)
         config = json.loads(sys.stdin.readline())
         asyncio.run(_child_main(config))
         return 0

@@ -10,6 +10,7 @@ start included); its teardown checks that the host's network namespace is exactl
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -36,6 +37,20 @@ from tests.support.dataplane import (
 from tests.support.kube import E2E_DIR, REPO, Cluster
 
 DATAPLANE_ROOT = E2E_DIR / "dataplane"
+#: Who wrote which NetworkPolicy when (a test explaining a DNS failure reads it back).
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {
+            "level": "Metadata",
+            "resources": [{"group": "networking.k8s.io", "resources": ["networkpolicies"]}],
+            "verbs": ["create", "update", "patch", "delete", "deletecollection"],
+        },
+        {"level": "None"},
+    ],
+}
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -64,8 +79,17 @@ def local_control_plane(dataplane_available: None) -> Iterator[Any]:
     if old is not None:
         old.stop()
     shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    audit_policy = workdir / "audit-policy.json"
+    audit_policy.write_text(json.dumps(AUDIT_POLICY))
     cluster = LocalCluster(
-        workdir, controller_manager_args=["--use-service-account-credentials=true"]
+        workdir,
+        controller_manager_args=["--use-service-account-credentials=true"],
+        apiserver_args=[
+            f"--audit-policy-file={audit_policy}",
+            f"--audit-log-path={workdir / 'audit.log'}",
+            "--audit-log-maxbackup=1",
+        ],
     )
     cluster.start()
     try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -45,7 +46,7 @@ class Row:
     why: str
 
 
-def _policies() -> list[dict[str, object]]:
+def _policies() -> list[dict[str, Any]]:
     exception = {
         "namespace": "tt-exc",
         "pieces": ["allow-monitoring"],
@@ -218,6 +219,18 @@ def test_every_piece_allows_what_it_promises_and_nothing_else_with_real_packets(
         ports = {"metrics": 9200} if name == "tt-named" else None
         pods[name] = dp.create_pod(name, "web", {"app": "web"}, named_ports=ports)
     pods["tt-full/peer"] = dp.create_pod("tt-full", "peer", {"app": "peer"})
+    try:
+        _check_table(cluster, dp, shared, pods, operator)
+    finally:
+        cluster.kubectl("delete", "baselinepolicies", *(p["metadata"]["name"] for p in _policies()))
+        cluster.kubectl("delete", "namespace", *NAMESPACES, "--wait=false")
+        for pod in pods.values():
+            dp.delete_pod(pod)
+
+
+def _check_table(
+    cluster: Cluster, dp: Dataplane, shared: Shared, pods: dict[str, Pod], operator: OperatorProcess
+) -> None:
     dp.wait_protected(list(pods.values()))
     cluster.apply(*_policies())
     rows = _rows(dp, shared, pods)

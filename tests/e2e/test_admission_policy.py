@@ -38,8 +38,12 @@ SCOPE_LABEL = "nsbaseline-test/vap-scope"
 
 
 def _shipped(cluster: Cluster, kind: str) -> dict[str, Any]:
-    docs = [d for d in kustomize(cluster, DEPLOY) if d["kind"] == kind]
-    assert len(docs) == 1, f"deploy/ should ship exactly one {kind}"
+    docs = [
+        d
+        for d in kustomize(cluster, DEPLOY)
+        if d["kind"] == kind and d["metadata"]["name"] == VAP_NAME
+    ]
+    assert len(docs) == 1, f"deploy/ should ship exactly one {kind} {VAP_NAME}"
     return docs[0]
 
 

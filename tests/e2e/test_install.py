@@ -19,6 +19,7 @@ import yaml
 
 from tests.support.deploy import (
     CHART,
+    DELETION_ORDER_VAP_NAME,
     DEPLOY,
     INSTALL_NAMESPACE,
     OPERATOR_USER,
@@ -64,7 +65,13 @@ def installed(cluster: Cluster) -> Iterator[list[dict[str, Any]]]:
     proc = cluster.kubectl("apply", "-k", str(DEPLOY), timeout=120)
     assert "error" not in proc.stderr.lower(), proc.stderr
     yield docs
-    cluster.kubectl("delete", "validatingadmissionpolicybinding", VAP_NAME, "--ignore-not-found")
+    cluster.kubectl(
+        "delete",
+        "validatingadmissionpolicybinding",
+        VAP_NAME,
+        DELETION_ORDER_VAP_NAME,
+        "--ignore-not-found",
+    )
 
 
 def test_every_object_of_the_bundle_exists_on_the_server(
@@ -238,12 +245,35 @@ def test_admission_policy_is_installed_bound_and_type_checks_cleanly(
     assert vap["spec"]["failurePolicy"] == "Fail"
 
 
+def test_deletion_order_policy_is_installed_bound_and_type_checks_cleanly(
+    cluster: Cluster, installed: list[dict[str, Any]]
+) -> None:
+    binding = cluster.get("validatingadmissionpolicybinding", DELETION_ORDER_VAP_NAME)
+    assert binding["spec"]["policyName"] == DELETION_ORDER_VAP_NAME
+    assert binding["spec"]["paramRef"]["parameterNotFoundAction"] == "Allow"
+
+    def checked() -> dict[str, Any]:
+        vap = cluster.get("validatingadmissionpolicy", DELETION_ORDER_VAP_NAME)
+        status = vap.get("status") or {}
+        ok = status.get("observedGeneration") == vap["metadata"]["generation"]
+        return status if ok else {}
+
+    status = wait_for(checked, 60, what="the API server's type check of the CEL expressions")
+    assert not (status.get("typeChecking") or {}).get("expressionWarnings"), status
+
+
 def test_generated_objects_never_carry_gitops_tracking_labels_or_annotations(
     cluster: Cluster, installed: list[dict[str, Any]], logdir: Path, clean_policies: None
 ) -> None:
     """A policy and a namespace both managed by Argo CD / Flux: nothing of theirs is copied."""
-    # The cluster-wide binding would refuse the admin's cleanup below; it is checked above.
-    cluster.kubectl("delete", "validatingadmissionpolicybinding", VAP_NAME, "--ignore-not-found")
+    # The cluster-wide bindings would refuse the admin's cleanup below; they are checked above.
+    cluster.kubectl(
+        "delete",
+        "validatingadmissionpolicybinding",
+        VAP_NAME,
+        DELETION_ORDER_VAP_NAME,
+        "--ignore-not-found",
+    )
     ns = cluster.namespace("gitops", labels={"nsbaseline-test/gitops": "on"})
     cluster.kubectl(
         "label", "namespace", ns, *[f"{k}={v}" for k, v in GITOPS_TRACKING["labels"].items()]

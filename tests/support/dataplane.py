@@ -7,6 +7,7 @@ module only adds what tests need around it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -174,6 +175,28 @@ def host_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[st
 def leftover_netns(dp: Dataplane) -> list[str]:
     listing = _out("ip", "netns", "list")
     return [ln.split()[0] for ln in listing.splitlines() if f"{PREFIX}{dp.run_id}-" in ln]
+
+
+def audit_writes(audit_log: Path, namespace: str) -> list[str]:
+    """NetworkPolicy writes in ``namespace`` from the API server's audit log, in order: when,
+    who, what, and the answer (a refused delete shows its 403)."""
+    lines: list[str] = []
+    if not audit_log.exists():
+        return lines
+    for raw in audit_log.read_text().splitlines():
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            continue
+        ref = event.get("objectRef") or {}
+        if ref.get("namespace") != namespace or event.get("stage") != "ResponseComplete":
+            continue
+        lines.append(
+            f"{event.get('stageTimestamp', '')[11:26]} {event.get('verb')} {ref.get('name')} "
+            f"by {event.get('user', {}).get('username')} -> "
+            f"{(event.get('responseStatus') or {}).get('code')}"
+        )
+    return lines
 
 
 # ----- probe lanes ------------------------------------------------------------------------------

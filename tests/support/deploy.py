@@ -28,6 +28,8 @@ INSTALL_NAMESPACE = "nsbaseline-system"
 SERVICE_ACCOUNT = "nsbaseline"
 OPERATOR_USER = f"system:serviceaccount:{INSTALL_NAMESPACE}:{SERVICE_ACCOUNT}"
 VAP_NAME = "nsbaseline-protect-managed-networkpolicies"
+#: The second policy of deploy/admission: allow pieces go only after their default-deny.
+DELETION_ORDER_VAP_NAME = "nsbaseline-keep-dns-until-default-deny-is-gone"
 
 
 def kustomize(cluster: Cluster, folder: Path) -> list[dict[str, Any]]:

@@ -85,6 +85,60 @@ def test_admission_policy_trusts_exactly_the_service_account_the_rbac_binds() ->
     }
 
 
+DELETION_ORDER = DEPLOY / "admission" / "deletion-order.yaml"
+
+
+def test_deletion_order_policy_finds_the_same_namespaces_default_deny_by_our_labels() -> None:
+    """The parameter is the admitted object's own namespace's default-deny: a selector on the
+    labels the operator sets, no paramRef.namespace, and no default-deny means nothing to
+    protect."""
+    vap = _one(DELETION_ORDER, "ValidatingAdmissionPolicy")
+    binding = _one(DELETION_ORDER, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == vap["metadata"]["name"]
+    assert vap["spec"]["paramKind"] == {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+    }
+    ref = binding["spec"]["paramRef"]
+    assert "namespace" not in ref and "name" not in ref
+    assert ref["parameterNotFoundAction"] == "Allow"
+    assert ref["selector"] == {
+        "matchLabels": {
+            names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE,
+            names.PIECE_LABEL: names.DEFAULT_DENY,
+        }
+    }
+    managed = {c["name"]: c["expression"] for c in vap["spec"]["matchConditions"]}
+    for token in (
+        names.MANAGED_BY_LABEL,
+        names.MANAGED_BY_VALUE,
+        names.POLICY_LABEL,
+        names.PIECE_LABEL,
+        names.DEFAULT_DENY,
+    ):
+        assert f"'{token}'" in managed["managed-allow-piece"], token
+    assert f"'{names.POLICY_LABEL}'" in vap["spec"]["validations"][0]["expression"]
+    assert vap["spec"]["matchConstraints"]["resourceRules"] == [
+        {
+            "apiGroups": ["networking.k8s.io"],
+            "apiVersions": ["*"],
+            "resources": ["networkpolicies"],
+            "operations": ["DELETE"],
+        }
+    ]
+
+
+def test_deletion_order_policy_exempts_exactly_the_service_account_the_rbac_binds() -> None:
+    vap = _one(DELETION_ORDER, "ValidatingAdmissionPolicy")
+    expression = {c["name"]: c["expression"] for c in vap["spec"]["matchConditions"]}[
+        "not-the-operator"
+    ]
+    binding = _one(DEPLOY / "base" / "rbac.yaml", "ClusterRoleBinding")
+    (subject,) = binding["subjects"]
+    operator = f"system:serviceaccount:{subject['namespace']}:{subject['name']}"
+    assert expression.strip() == f"request.userInfo.username != '{operator}'"
+
+
 def test_the_default_install_includes_the_admission_component_and_base_does_not() -> None:
     top = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
     assert top["resources"] == ["base"] and top["components"] == ["admission"]
