@@ -1,28 +1,33 @@
-// The kstatus library (sigs.k8s.io/cli-utils) behind Flux's health checks, wrapped by main.go;
-// `go get sigs.k8s.io/cli-utils@vX && go mod tidy` updates it. Built by build.sh.
+// The kstatus library, upstream (sigs.k8s.io/cli-utils) and Flux's fork (github.com/fluxcd/
+// cli-utils, the version kustomize-controller v1.9.6 requires), wrapped by main.go;
+// `go get <module>@vX && go mod tidy` updates them. Built by build.sh.
 module nsbaseline.io/hack/kstatus
 
 go 1.26.0
 
 require (
-	k8s.io/apimachinery v0.30.1
+	github.com/fluxcd/cli-utils v1.2.3
+	k8s.io/apimachinery v0.36.4
 	sigs.k8s.io/cli-utils v0.37.2
 )
 
 require (
-	github.com/go-logr/logr v1.4.1 // indirect
-	github.com/gogo/protobuf v1.3.2 // indirect
-	github.com/google/gofuzz v1.2.0 // indirect
+	github.com/fxamacker/cbor/v2 v2.9.0 // indirect
+	github.com/go-logr/logr v1.4.3 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
+	github.com/kr/text v0.2.0 // indirect
 	github.com/modern-go/concurrent v0.0.0-20180306012644-bacd9c7ef1dd // indirect
-	github.com/modern-go/reflect2 v1.0.2 // indirect
-	golang.org/x/net v0.25.0 // indirect
-	golang.org/x/text v0.15.0 // indirect
+	github.com/modern-go/reflect2 v1.0.3-0.20250322232337-35a7c28c31ee // indirect
+	github.com/x448/float16 v0.8.4 // indirect
+	go.yaml.in/yaml/v2 v2.4.3 // indirect
+	golang.org/x/net v0.56.0 // indirect
+	golang.org/x/text v0.39.0 // indirect
 	gopkg.in/inf.v0 v0.9.1 // indirect
-	gopkg.in/yaml.v2 v2.4.0 // indirect
-	k8s.io/api v0.30.1 // indirect
-	k8s.io/klog/v2 v2.120.1 // indirect
-	k8s.io/utils v0.0.0-20240502163921-fe8a2dddb1d0 // indirect
-	sigs.k8s.io/json v0.0.0-20221116044647-bc3834ca7abd // indirect
-	sigs.k8s.io/structured-merge-diff/v4 v4.4.1 // indirect
+	k8s.io/api v0.36.4 // indirect
+	k8s.io/klog/v2 v2.140.0 // indirect
+	k8s.io/kube-openapi v0.0.0-20260317180543-43fb72c5454a // indirect
+	k8s.io/utils v0.0.0-20260507154919-ff6756f316d2 // indirect
+	sigs.k8s.io/json v0.0.0-20250730193827-2d320260d730 // indirect
+	sigs.k8s.io/randfill v1.0.0 // indirect
+	sigs.k8s.io/structured-merge-diff/v6 v6.3.3 // indirect
 )

@@ -1,11 +1,12 @@
-// Command kstatus prints the status that sigs.k8s.io/cli-utils/pkg/kstatus computes for
-// Kubernetes objects: the library behind Flux's health checks (kustomize-controller's `wait`,
-// helm-controller) and `kubectl wait`-style tooling. The end-to-end tests feed it BaselinePolicies
-// read from the API server, so the health that ecosystem computes is checked with its own code.
+// Command kstatus prints the status that kstatus computes for Kubernetes objects, with two copies
+// of the library: sigs.k8s.io/cli-utils/pkg/kstatus (kpt, the cli-utils applier, Config Sync) and
+// Flux's fork github.com/fluxcd/cli-utils/pkg/kstatus, the one Flux's kustomize-controller uses
+// for `wait: true` and `healthChecks`. The end-to-end tests feed it BaselinePolicies read from
+// the API server, so the health that ecosystem computes is checked with its own code.
 //
 // Input on stdin: one object or a List as JSON (`kubectl get ... -o json`). Output on stdout: one
-// JSON line per object, {"name", "status", "message"}, with status one of InProgress, Failed,
-// Current, Terminating, NotFound, Unknown.
+// JSON line per object, {"name", "status", "message", "fluxStatus", "fluxMessage"}, with a status
+// one of InProgress, Failed, Current, Terminating, NotFound, Unknown.
 package main
 
 import (
@@ -14,14 +15,17 @@ import (
 	"io"
 	"os"
 
+	fluxstatus "github.com/fluxcd/cli-utils/pkg/kstatus/status"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 )
 
 type line struct {
-	Name    string `json:"name"`
-	Status  string `json:"status"`
-	Message string `json:"message"`
+	Name        string `json:"name"`
+	Status      string `json:"status"`
+	Message     string `json:"message"`
+	FluxStatus  string `json:"fluxStatus"`
+	FluxMessage string `json:"fluxMessage"`
 }
 
 func main() {
@@ -50,11 +54,16 @@ func run(in io.Reader, out io.Writer) error {
 	}
 	enc := json.NewEncoder(out)
 	for i := range objects {
-		res, err := status.Compute(&objects[i])
+		res, err := status.Compute(objects[i].DeepCopy())
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", objects[i].GetKind(), objects[i].GetName(), err)
 		}
-		if err := enc.Encode(line{objects[i].GetName(), res.Status.String(), res.Message}); err != nil {
+		flux, err := fluxstatus.Compute(objects[i].DeepCopy())
+		if err != nil {
+			return fmt.Errorf("%s %s (Flux): %w", objects[i].GetKind(), objects[i].GetName(), err)
+		}
+		out := line{objects[i].GetName(), res.Status.String(), res.Message, flux.Status.String(), flux.Message}
+		if err := enc.Encode(out); err != nil {
 			return err
 		}
 	}

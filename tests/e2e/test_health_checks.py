@@ -2,8 +2,9 @@
 
 Two readers of ``.status``, each run with its own code:
 
-- **kstatus** (sigs.k8s.io/cli-utils/pkg/kstatus, built by hack/kstatus/build.sh): what Flux's
-  kustomize-controller (``wait: true``, ``healthChecks``) and kstatus-based waits compute.
+- **kstatus** (hack/kstatus/build.sh), both sigs.k8s.io/cli-utils/pkg/kstatus and Flux's fork
+  github.com/fluxcd/cli-utils, which Flux's kustomize-controller uses for ``wait: true`` and
+  ``healthChecks``.
   Expected: InProgress until the operator has observed the current generation, Current when
   Ready, Failed when Degraded.
 - **Argo CD's Lua evaluation** (util/lua, built by hack/gitops/build.sh) of the health check we
@@ -183,6 +184,7 @@ def test_kstatus_agrees_with_the_conditions(policies: Cluster, kstatus_bin: str,
     assert state_from_conditions(obj) == state, obj.get("status")
     result = kstatus(kstatus_bin, obj)
     assert result["status"] == expected, (result, obj.get("status"))
+    assert result["fluxStatus"] == result["status"], "Flux's fork disagrees with upstream kstatus"
 
 
 @pytest.mark.parametrize("name", _params(2))
@@ -263,7 +265,8 @@ def test_a_status_default_makes_a_new_object_in_progress_for_kstatus(
     probe_crd.apply(probe)
     obj = probe_crd.get("statusprobe", "new")
     assert obj["status"] == {"observedGeneration": 0}
-    assert kstatus(kstatus_bin, obj)["status"] == "InProgress"
+    result = kstatus(kstatus_bin, obj)
+    assert result["status"] == result["fluxStatus"] == "InProgress", result
 
 
 def test_a_stalled_condition_mirroring_degraded_makes_kstatus_say_failed(
@@ -292,9 +295,9 @@ def test_a_stalled_condition_mirroring_degraded_makes_kstatus_say_failed(
             "-p", json.dumps({"status": status}),
         )  # fmt: skip
         result = kstatus(kstatus_bin, probe_crd.get("statusprobe", name))
-        assert result["status"] == expected, result
+        assert result["status"] == result["fluxStatus"] == expected, result
         if expected == "Failed":
-            assert result["message"] == degraded["message"]
+            assert result["message"] == result["fluxMessage"] == degraded["message"]
 
 
 READY_TOO_EARLY = (

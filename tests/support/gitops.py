@@ -108,16 +108,17 @@ def _health_lines(argv: list[str], obj: Mapping[str, Any]) -> dict[str, str]:
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr}")
     (line,) = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
-    return {"status": str(line["status"]), "message": str(line["message"])}
+    return {str(k): str(v) for k, v in line.items() if k != "name"}
 
 
 def kstatus(binary: str, obj: Mapping[str, Any]) -> dict[str, str]:
-    """kstatus's verdict on one object: status (InProgress, Current, Failed...) and message."""
+    """kstatus's verdict on one object (InProgress, Current, Failed...): ``status`` and
+    ``message`` from sigs.k8s.io/cli-utils, ``fluxStatus`` and ``fluxMessage`` from Flux's fork."""
     return _health_lines([binary], obj)
 
 
 def lua_health(bindir: Path, script: str, obj: Mapping[str, Any]) -> dict[str, str]:
-    """Argo CD's own Lua evaluation (util/lua) of a health ``script`` on one object."""
+    """Argo CD's own Lua evaluation (util/lua) of a health ``script``: status and message."""
     return _health_lines([str(bindir / "argocd-health-lua"), "--script", script], obj)
 
 
