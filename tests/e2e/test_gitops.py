@@ -37,6 +37,7 @@ from tests.support.gitops import (
     GitServer,
     app_summary,
     argocd_module_dir,
+    doc_command,
     gitops_bindir,
     resource_entry,
     wait_app,
@@ -227,7 +228,9 @@ def test_first_sync_installs_crds_operator_and_policy_in_one_sync(bed: Bed) -> N
     CRDs before other kinds, so no sync wave or SkipDryRunOnMissingResource is needed. Until the
     operator runs, the shipped health check keeps the policy Progressing (not-yet-observed).
     """
-    bed.cluster.apply(_shipped_application(bed.git.url))
+    folder = bed.operator.logdir.parent
+    (folder / "application.yaml").write_text(json.dumps(_shipped_application(bed.git.url)))
+    bed.cluster.kubectl(*doc_command("apply-application", folder))
     app = wait_app(bed.argocd, APP, health=None, revision=bed.shas[-1], timeout=300)
     assert app["status"]["operationState"]["phase"] == "Succeeded", app_summary(app)
     kinds = {(r["kind"], r["name"]): r["status"] for r in app["status"]["resources"]}
@@ -374,8 +377,9 @@ def test_defaulted_policies_stay_synced_without_a_perpetual_diff(bed: Bed) -> No
     app = wait_app(bed.argocd, APP, sync="OutOfSync", health=None, timeout=120)
     out_of_sync = [r["name"] for r in app["status"]["resources"] if r["status"] == "OutOfSync"]
     assert out_of_sync == ["egress"], app_summary(app)
-    # ...which ServerSideDiff=true (a dry-run apply, so the API server fills the defaults) clears.
-    bed.annotate_app("argocd.argoproj.io/compare-options=ServerSideDiff=true")
+    # ...which ServerSideDiff=true (a dry-run apply, so the API server fills the defaults)
+    # clears: the documented patch, both options.
+    bed.cluster.kubectl(*doc_command("patch-server-side"))
     bed.argocd.refresh(APP)
     wait_app(bed.argocd, APP, revision=sha, timeout=120)
     # Back to the shipped Application for the next tests.
@@ -493,3 +497,6 @@ def test_deleting_the_app_removes_the_install_and_policies_and_their_objects(bed
     )
     for crd in ("baselinepolicies.nsbaseline.io", "clusterkopfpeerings.kopf.dev"):
         assert bed.cluster.get("crd", crd) is not None, f"{crd} deleted"
+    # Removing nsbaseline for good, as documented (the fixture puts the CRDs back).
+    bed.cluster.kubectl(*doc_command("delete-crds"))
+    assert bed.cluster.get("crd", "baselinepolicies.nsbaseline.io") is None

@@ -38,6 +38,27 @@ KSTATUS_BUILD = REPO / "hack" / "kstatus" / "build.sh"
 EXAMPLES = REPO / "docs" / "examples" / "gitops"
 ARGOCD_NAMESPACE = "argocd"
 HEALTH_KEY = "resource.customizations.health.nsbaseline.io_BaselinePolicy"
+#: The kubectl commands docs/gitops.md shows, exactly as the tests run them (with the file in
+#: docs/examples/gitops/); tests/unit/test_gitops_docs.py checks the page shows these and no other.
+DOC_COMMANDS: dict[str, tuple[str, ...]] = {
+    "apply-application": ("apply", "-f", "application.yaml"),
+    "patch-health-check": (
+        "-n", "argocd", "patch", "configmap", "argocd-cm",
+        "--type", "merge", "--patch-file", "argocd-cm.yaml",
+    ),
+    "patch-server-side": (
+        "-n", "argocd", "patch", "application", "nsbaseline",
+        "--type", "merge", "--patch-file", "server-side-apply.yaml",
+    ),
+    "delete-crds": (
+        "delete", "crd", "baselinepolicies.nsbaseline.io", "clusterkopfpeerings.kopf.dev",
+    ),
+}  # fmt: skip
+
+
+def doc_command(key: str, folder: Path = EXAMPLES) -> list[str]:
+    """A documented kubectl command's arguments, its file argument taken from ``folder``."""
+    return [str(folder / a) if a.endswith(".yaml") else a for a in DOC_COMMANDS[key]]
 
 
 # ----- builds ------------------------------------------------------------------------------------
@@ -381,11 +402,8 @@ class ArgoCD:
             "kustomize", str(module_dir / "manifests" / "base" / "config")
         ).stdout
         self.cluster.kubectl("apply", "-n", ARGOCD_NAMESPACE, "-f", "-", input=config)
-        # The shipped patch, applied the way docs/gitops.md says.
-        self.cluster.kubectl(
-            "-n", ARGOCD_NAMESPACE, "patch", "configmap", "argocd-cm", "--type", "merge",
-            "--patch-file", str(EXAMPLES / "argocd-cm.yaml"),
-        )  # fmt: skip
+        # The shipped health check, applied the way docs/gitops.md says.
+        self.cluster.kubectl(*doc_command("patch-health-check"))
         # argocd-server creates the `default` project at start; we run no API server.
         self.cluster.apply(
             {
@@ -638,7 +656,10 @@ class DeployedOperator:
 
     def cleanup(self) -> None:
         self.stop()
-        self.cluster.kubectl("delete", "clusterkopfpeering", self.peering, "--ignore-not-found")
+        # check=False: the CRD itself may be gone (uninstalled), and the peering with it.
+        self.cluster.kubectl(
+            "delete", "clusterkopfpeering", self.peering, "--ignore-not-found", check=False
+        )
 
     def tail(self, lines: int = 60) -> str:
         return self.process.tail(lines) if self.process is not None else ""
