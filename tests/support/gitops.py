@@ -582,7 +582,9 @@ def wait_app(
     try:
         found = wait_for(reached, timeout, interval=1.0, what=f"Application {name} {sync}/{health}")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\nnow: {app_summary(argocd.app(name))}") from None
+        raise AssertionError(
+            f"{exc}\nnow: {app_summary(argocd.app(name))}\n{argocd.logs(30)}"
+        ) from None
     assert found is not None
     return found
 
