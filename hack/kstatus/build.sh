@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the kstatus wrapper (main.go over sigs.k8s.io/cli-utils/pkg/kstatus) from Go modules and
+# Builds the kstatus wrapper (main.go over kstatus and Flux's CEL health checks) from Go modules and
 # caches it like hack/controlplane/build.sh: under the user's cache folder, keyed by a hash of
 # go.mod, go.sum, main.go, this script and the Go version. Prints the binary's path last.
 set -euo pipefail

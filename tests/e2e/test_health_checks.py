@@ -10,6 +10,9 @@ Two readers of ``.status``, each run with its own code:
 - **Argo CD's Lua evaluation** (util/lua, built by hack/gitops/build.sh) of the health check we
   ship in docs/examples/gitops/argocd-cm.yaml. Expected: Progressing, Healthy, Degraded.
   (tests/e2e/test_gitops.py watches the real application controller apply the same check.)
+- **Flux's CEL health checks** (github.com/fluxcd/pkg/runtime/cel) with the ``healthCheckExprs``
+  of the shipped docs/examples/gitops/flux-kustomization.yaml, which is also validated against
+  Flux's own Kustomization CRD. Flux itself is not run.
 
 Four policies are put in four states by a real operator: Ready; Degraded (a template error);
 observed once and then changed while the operator was stopped (stale status); created while it
@@ -33,10 +36,13 @@ from typing import Any
 import pytest
 
 from tests.support.gitops import (
+    EXAMPLES,
+    FLUX_KUSTOMIZE_CONTROLLER,
     gitops_bindir,
     kstatus,
     kstatus_binary,
     lua_health,
+    module_dir,
     shipped_health_lua,
     wait_established,
 )
@@ -70,6 +76,11 @@ EXPECTED = {
     STALE: ("not-observed", "InProgress", "Progressing"),
     NEW: ("not-observed", "InProgress", "Progressing"),
 }
+#: What Flux says with the shipped Kustomization's healthCheckExprs. With no status at all the
+#: expressions cannot be evaluated (no `status` field), which Flux reports as Unknown: not
+#: healthy, so `wait: true` keeps waiting, as it should.
+EXPECTED_FLUX_CEL = {READY: "Current", DEGRADED: "Failed", STALE: "InProgress", NEW: "Unknown"}
+FLUX_KUSTOMIZATION = EXAMPLES / "flux-kustomization.yaml"
 NEEDS_STALLED = (
     "kstatus reports Failed only for a Stalled=True condition (or a Ready condition, which maps "
     "False to InProgress); the operator writes Degraded=True and Ready=False, so kstatus says "
@@ -164,6 +175,7 @@ def lua_bindir() -> Path:
 
 
 def _params(reader: int) -> list[Any]:
+    """One case per policy; reader 1 (kstatus) marks the cases the status cannot pass yet."""
     marks: dict[str, str] = {}
     if reader == 1:
         marks = {DEGRADED: NEEDS_STALLED, NEW: NEEDS_STATUS_DEFAULT}
@@ -200,6 +212,42 @@ def test_argocd_health_check_agrees_with_the_conditions(
         assert result["message"] == _condition(obj, "Degraded")["message"]
     if state == "ready":
         assert result["message"] == _condition(obj, "Ready")["message"]
+
+
+@pytest.mark.parametrize("name", _params(3))
+def test_flux_health_check_exprs_agree_with_the_conditions(
+    policies: Cluster, kstatus_bin: str, name: str
+) -> None:
+    """The shipped Flux Kustomization's healthCheckExprs, evaluated by Flux's CEL package: the
+    way to get Failed for a Degraded policy from Flux without any change to the status."""
+    obj = policies.get("baselinepolicy", name)
+    assert state_from_conditions(obj) == EXPECTED[name][0], obj.get("status")
+    result = kstatus(kstatus_bin, obj, FLUX_KUSTOMIZATION)
+    assert result["celStatus"] == EXPECTED_FLUX_CEL[name], result
+    if name == NEW:
+        assert "status" in result["celMessage"], result
+
+
+def test_flux_kustomization_is_valid_for_flux(cluster: Cluster) -> None:
+    """Flux itself is not run here; its Kustomization CRD (from the kustomize-controller module)
+    accepts the shipped Kustomization in a server-side dry run."""
+    crd = module_dir(FLUX_KUSTOMIZE_CONTROLLER) / "config/crd/bases"
+    crd_file = crd / "kustomize.toolkit.fluxcd.io_kustomizations.yaml"
+    cluster.kubectl("apply", "--server-side", "-f", str(crd_file), timeout=120)
+    try:
+        wait_established(cluster, "kustomizations.kustomize.toolkit.fluxcd.io")
+        cluster.kubectl("create", "namespace", "flux-system", check=False)
+        proc = cluster.kubectl(
+            "apply", "--dry-run=server", "-f", str(FLUX_KUSTOMIZATION), "-o", "json"
+        )
+        applied = json.loads(proc.stdout)
+        exprs = applied["spec"]["healthCheckExprs"]
+        assert [(e["kind"], sorted(e)) for e in exprs] == [
+            ("BaselinePolicy", ["apiVersion", "current", "failed", "kind"])
+        ]
+    finally:
+        cluster.kubectl("delete", "namespace", "flux-system", "--ignore-not-found", "--wait=false")
+        cluster.kubectl("delete", "-f", str(crd_file), "--ignore-not-found", "--wait=false")
 
 
 # ----- the status changes kstatus needs, shown with kstatus itself ------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -34,7 +35,7 @@ from tests.support.kube import REPO, Cluster, OperatorProcess, free_port, wait_f
 
 GITOPS_BUILD = REPO / "hack" / "gitops" / "build.sh"
 KSTATUS_BUILD = REPO / "hack" / "kstatus" / "build.sh"
-#: The shipped Argo CD files (docs/gitops.md shows them byte for byte; a unit test checks that).
+#: The shipped GitOps files (docs/gitops.md shows them byte for byte; a unit test checks that).
 EXAMPLES = REPO / "docs" / "examples" / "gitops"
 ARGOCD_NAMESPACE = "argocd"
 HEALTH_KEY = "resource.customizations.health.nsbaseline.io_BaselinePolicy"
@@ -87,36 +88,33 @@ def kstatus_binary() -> str:
     return _build(KSTATUS_BUILD, "the kstatus wrapper")
 
 
-def argocd_module_dir() -> Path:
-    """The argo-cd module in the Go module cache, at the version hack/gitops pins."""
+#: The kustomize-controller release whose Flux libraries hack/kstatus pins; its CRD validates the
+#: shipped Flux Kustomization.
+FLUX_KUSTOMIZE_CONTROLLER = "github.com/fluxcd/kustomize-controller@v1.9.6"
+
+
+def module_dir(module: str) -> Path:
+    """A module@version from the Go module cache, downloaded if missing."""
     proc = subprocess.run(
-        ["go", "list", "-m", "-json", "github.com/argoproj/argo-cd/v3"],
-        cwd=GITOPS_BUILD.parent,
+        ["go", "mod", "download", "-json", module],
+        cwd=KSTATUS_BUILD.parent,
         capture_output=True,
         text=True,
-        timeout=300,
-        env={**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"},
+        timeout=600,
+        env={**os.environ, "GOTOOLCHAIN": "local"},
         check=False,
     )
-    if proc.returncode != 0:
-        raise AssertionError(f"go list argo-cd failed:\n{proc.stderr}")
-    info = json.loads(proc.stdout)
-    folder = Path(info.get("Dir") or "")
-    if not (folder / "manifests" / "crds").is_dir():
-        # Listed but not extracted (a trimmed module cache): fetch it.
-        subprocess.run(
-            ["go", "mod", "download", "github.com/argoproj/argo-cd/v3"],
-            cwd=GITOPS_BUILD.parent,
-            check=True,
-            timeout=600,
-            env={**os.environ, "GOTOOLCHAIN": "local"},
-        )
-        folder = Path(json.loads(subprocess.check_output(
-            ["go", "list", "-m", "-json", "github.com/argoproj/argo-cd/v3"],
-            cwd=GITOPS_BUILD.parent,
-            text=True,
-        ))["Dir"])  # fmt: skip
-    return folder
+    info = json.loads(proc.stdout or "{}")
+    if proc.returncode != 0 or not info.get("Dir"):
+        raise AssertionError(f"go mod download {module} failed: {info.get('Error') or proc.stderr}")
+    return Path(info["Dir"])
+
+
+def argocd_module_dir() -> Path:
+    """The argo-cd module in the Go module cache, at the version hack/gitops pins."""
+    versions = (GITOPS_BUILD.parent / "versions.env").read_text()
+    (version,) = re.findall(r"^ARGOCD_VERSION=(\S+)$", versions, re.MULTILINE)
+    return module_dir(f"github.com/argoproj/argo-cd/v3@{version}")
 
 
 # ----- health as the ecosystem computes it -------------------------------------------------------
@@ -132,10 +130,15 @@ def _health_lines(argv: list[str], obj: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in line.items() if k != "name"}
 
 
-def kstatus(binary: str, obj: Mapping[str, Any]) -> dict[str, str]:
+def kstatus(
+    binary: str, obj: Mapping[str, Any], flux_kustomization: Path | None = None
+) -> dict[str, str]:
     """kstatus's verdict on one object (InProgress, Current, Failed...): ``status`` and
-    ``message`` from sigs.k8s.io/cli-utils, ``fluxStatus`` and ``fluxMessage`` from Flux's fork."""
-    return _health_lines([binary], obj)
+    ``message`` from sigs.k8s.io/cli-utils, ``fluxStatus`` and ``fluxMessage`` from Flux's fork,
+    and with ``flux_kustomization``, ``celStatus`` and ``celMessage``: that Kustomization's
+    ``healthCheckExprs`` evaluated by Flux's CEL package."""
+    extra = ["--flux-kustomization", str(flux_kustomization)] if flux_kustomization else []
+    return _health_lines([binary, *extra], obj)
 
 
 def lua_health(bindir: Path, script: str, obj: Mapping[str, Any]) -> dict[str, str]:
