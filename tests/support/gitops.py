@@ -7,8 +7,10 @@
   controller (built from the argo-cd Go module by ``hack/gitops/build.sh``) against the test
   cluster, each on a free loopback port, and stops exactly the processes it started. Argo CD's
   CRDs and default config come from the argo-cd module in the Go module cache, never retyped.
-- :func:`kstatus` and :func:`lua_health` compute health with the ecosystem's own code: the
-  kstatus library (what Flux and ``kubectl wait``-style tools use) and Argo CD's Lua evaluator.
+- :func:`kstatus` and :func:`lua_health` compute health with the ecosystem's own code: kstatus
+  (upstream and Flux's fork), Flux's CEL health checks, and Argo CD's Lua evaluator.
+- :class:`DeployedOperator` runs the operator the GitOps-applied Deployment describes, as a
+  local process (nothing runs pods here).
 """
 
 from __future__ import annotations
@@ -78,8 +80,8 @@ def _build(script: Path, what: str) -> str:
 
 
 def gitops_bindir() -> Path:
-    """Folder with argocd-application-controller, argocd-repo-server, argocd-health-lua and
-    kustomize, built from Go modules by hack/gitops/build.sh (cached)."""
+    """Folder with argocd-application-controller, argocd-repo-server, argocd-health-lua,
+    kustomize and git-verify-wrapper.sh, from Go modules by hack/gitops/build.sh (cached)."""
     return Path(_build(GITOPS_BUILD, "the GitOps engine (Argo CD)"))
 
 
