@@ -18,6 +18,7 @@ tree) and on the cluster.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -155,6 +156,43 @@ def _policy(name: str, spec: dict[str, Any]) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
+def _restore_session(cluster: Cluster, namespaces: list[str]) -> None:
+    """Leave the session as the other tests expect it: our CRDs in place, no cluster-wide
+    admission binding, no install namespace (half-deleted or not), no test namespaces."""
+    cluster.kubectl("delete", "validatingadmissionpolicybinding", VAP_NAME, "--ignore-not-found")
+    cluster.kubectl("delete", "namespace", INSTALL_NAMESPACE, "--ignore-not-found", "--wait=false")
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    wait_established(cluster, "baselinepolicies.nsbaseline.io", "clusterkopfpeerings.kopf.dev")
+    wait_for(
+        lambda: cluster.get("namespace", INSTALL_NAMESPACE) is None,
+        180,
+        what=f"namespace {INSTALL_NAMESPACE} gone",
+    )
+    cluster.kubectl("delete", "namespace", *namespaces, "--wait=false", check=False)
+
+
+def _remove_argocd_install(cluster: Cluster) -> None:
+    cluster.kubectl("delete", "namespace", ARGOCD_NAMESPACE, "--wait=false", check=False)
+    cluster.kubectl(
+        "delete", "crd", "applications.argoproj.io", "appprojects.argoproj.io",
+        "applicationsets.argoproj.io", "--ignore-not-found", "--wait=false", check=False,
+    )  # fmt: skip
+
+
+def _delete_app(cluster: Cluster) -> None:
+    """While Argo CD still runs, so its finalizer can finish; else drop the finalizer."""
+    if cluster.get("application.argoproj.io", APP, "-n", ARGOCD_NAMESPACE) is None:
+        return
+    cluster.kubectl(
+        "-n", ARGOCD_NAMESPACE, "delete", "application.argoproj.io", APP,
+        "--timeout=120s", check=False, timeout=150,
+    )  # fmt: skip
+    cluster.kubectl(
+        "-n", ARGOCD_NAMESPACE, "patch", "application.argoproj.io", APP,
+        "--type", "merge", "-p", '{"metadata":{"finalizers":null}}', check=False,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def bed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     for tool in ("redis-server", "git"):
@@ -164,61 +202,37 @@ def bed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     cluster.kubectl("delete", "baselinepolicies", "--all", "--wait=true")
     cluster.settle()
     workdir = tmp_path_factory.mktemp("gitops")
-    argocd = ArgoCD(cluster, bindir, workdir / "argocd")
-    argocd.install(argocd_module_dir())
-    git = GitServer(workdir / "git").start()
-    namespaces = [cluster.namespace("gitops", OPTED_IN) for _ in range(2)]
-    operator = DeployedOperator(cluster, workdir / "operator")
-    bed = Bed(cluster, argocd, git, operator, namespaces)
-    # The documented repository layout: cluster-config/nsbaseline/{kustomization,baseline}.yaml
-    # and a copy of deploy/ next to them.
-    bed.shas.append(
-        git.commit(
-            "nsbaseline: install and baseline policy",
-            {
-                "nsbaseline": EXAMPLES / "cluster-config" / "nsbaseline",
-                "nsbaseline/deploy": REPO / "deploy",
-            },
+    # Every clean-up step is registered as soon as there is something to clean up, and runs
+    # (last registered first) even when an earlier one fails.
+    with contextlib.ExitStack() as cleanup:
+        namespaces = [cluster.namespace("gitops", OPTED_IN) for _ in range(2)]
+        cleanup.callback(_restore_session, cluster, namespaces)
+        argocd = ArgoCD(cluster, bindir, workdir / "argocd")
+        cleanup.callback(_remove_argocd_install, cluster)
+        argocd.install(argocd_module_dir())
+        git = GitServer(workdir / "git").start()
+        cleanup.callback(git.stop)
+        operator = DeployedOperator(cluster, workdir / "operator")
+        bed = Bed(cluster, argocd, git, operator, namespaces)
+        # The documented repository layout: cluster-config/nsbaseline/{kustomization,
+        # baseline}.yaml and a copy of deploy/ next to them.
+        bed.shas.append(
+            git.commit(
+                "nsbaseline: install and baseline policy",
+                {
+                    "nsbaseline": EXAMPLES / "cluster-config" / "nsbaseline",
+                    "nsbaseline/deploy": REPO / "deploy",
+                },
+            )
         )
-    )
-    argocd.start()
-    try:
+        cleanup.callback(argocd.stop)
+        argocd.start()
+        cleanup.callback(operator.cleanup)
+        cleanup.callback(_delete_app, cluster)
+        cleanup.callback(
+            lambda: print(f"\n{argocd.logs(80)}\n----- operator -----\n{operator.tail(80)}")
+        )
         yield bed
-    finally:
-        print(f"\n{argocd.logs(80)}\n----- operator -----\n{operator.tail(80)}")
-        if cluster.get("application.argoproj.io", APP, "-n", ARGOCD_NAMESPACE) is not None:
-            cluster.kubectl(
-                "-n", ARGOCD_NAMESPACE, "delete", "application.argoproj.io", APP,
-                "--timeout=120s", check=False, timeout=150,
-            )  # fmt: skip
-            cluster.kubectl(
-                "-n", ARGOCD_NAMESPACE, "patch", "application.argoproj.io", APP,
-                "--type", "merge", "-p", '{"metadata":{"finalizers":null}}', check=False,
-            )  # fmt: skip
-        operator.cleanup()
-        argocd.stop()
-        git.stop()
-        cluster.kubectl("delete", "namespace", ARGOCD_NAMESPACE, "--wait=false", check=False)
-        cluster.kubectl(
-            "delete", "crd", "applications.argoproj.io", "appprojects.argoproj.io",
-            "applicationsets.argoproj.io", "--ignore-not-found", "--wait=false",
-        )  # fmt: skip
-        # Leave the session as the other tests expect it: our CRDs in place, no cluster-wide
-        # admission binding, no half-deleted install namespace.
-        cluster.kubectl(
-            "delete", "validatingadmissionpolicybinding", VAP_NAME, "--ignore-not-found"
-        )
-        cluster.kubectl(
-            "delete", "namespace", INSTALL_NAMESPACE, "--ignore-not-found", "--wait=false"
-        )
-        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-        wait_established(cluster, "baselinepolicies.nsbaseline.io", "clusterkopfpeerings.kopf.dev")
-        wait_for(
-            lambda: cluster.get("namespace", INSTALL_NAMESPACE) is None,
-            180,
-            what=f"namespace {INSTALL_NAMESPACE} gone",
-        )
-        cluster.kubectl("delete", "namespace", *namespaces, "--wait=false", check=False)
 
 
 def test_first_sync_installs_crds_operator_and_policy_in_one_sync(bed: Bed) -> None:
