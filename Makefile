@@ -72,6 +72,11 @@ docs: venv ## Regenerate docs/reference.md from operator/nsbaseline/spec.py.
 helm: ## Build the Helm CLI from Go modules (cached) for the chart tests.
 	bash hack/helm/build.sh
 
+.PHONY: gitops
+gitops: ## Build Argo CD (controller, repo server), kustomize and the kstatus wrapper from Go modules (cached) for the GitOps tests.
+	bash hack/gitops/build.sh
+	bash hack/kstatus/build.sh
+
 .PHONY: controlplane
 controlplane: ## Build kube-apiserver, kube-controller-manager, etcd and kubectl from Go modules (cached).
 	bash hack/controlplane/build.sh
@@ -101,7 +106,7 @@ demo: up ## The operator's main job on the local control plane: CRDs, an example
 ##@ Test
 
 .PHONY: test
-test: lint controlplane helm image dataplane ## Unit tests, end-to-end tests on the real local control plane, and the dataplane tests.
+test: lint controlplane helm image dataplane gitops ## Unit tests, end-to-end tests on the real local control plane (GitOps included), and the dataplane tests.
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
@@ -109,7 +114,7 @@ test-unit: venv ## Unit tests only (no cluster).
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test-e2e
-test-e2e: venv controlplane ## End-to-end tests only.
+test-e2e: venv controlplane gitops ## End-to-end tests only.
 	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
 
 ##@ Dataplane (real packets; root, see docs/dataplane.md)
