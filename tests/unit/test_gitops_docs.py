@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from nsbaseline import api
+from nsbaseline import crd
 from tests.support.gitops import DOC_COMMANDS, EXAMPLES, HEALTH_KEY
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,7 +127,7 @@ def _validation_messages(schema: dict[str, Any]) -> list[str]:
 
 def test_tracking_annotation_error_is_the_crds_message() -> None:
     (text,) = [t for _, target, _, t in _blocks() if target.endswith("test_invalid_policies.py")]
-    schema = api.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     (message,) = [m for m in _validation_messages(schema) if "GitOps tracking" in m]
     assert text.strip().endswith(f"spec.annotations: Invalid value: {message}")
 
