@@ -28,7 +28,7 @@ def _condition_schema() -> Schema:
         "type": "object",
         "required": ["type", "status", "lastTransitionTime", "reason", "message"],
         "properties": {
-            "type": {"type": "string", "description": "Ready or Degraded."},
+            "type": {"type": "string", "description": "Ready, Degraded or Stalled."},
             "status": {
                 "type": "string",
                 "description": "Whether the condition holds: True, False or Unknown.",
@@ -66,6 +66,9 @@ def status_schema() -> Schema:
     return {
         "type": "object",
         "description": "What the operator observed and did; written only when it changes.",
+        # A new policy is served with observedGeneration 0 (below its generation), so health
+        # checks (kstatus, Flux, kubectl wait) read it as in progress until the operator reports.
+        "default": {"observedGeneration": 0},
         "properties": {
             "observedGeneration": {
                 "type": "integer",
@@ -91,8 +94,9 @@ def status_schema() -> Schema:
             },
             "conditions": {
                 "type": "array",
-                "description": "Ready: every selected namespace is compliant. Degraded: "
-                "a template or apply error, or a conflict.",
+                "description": "Ready: every selected namespace is compliant (in Audit mode: the "
+                "audit is current). Degraded: a template or apply error, or a conflict. Stalled: "
+                "the same as Degraded, for health checkers that read kstatus conditions.",
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["type"],
                 "items": _condition_schema(),

@@ -94,8 +94,10 @@ def policy_status(
     if s.matched == 0:
         ready, reason, message = True, "NoNamespacesSelected", "No namespace is selected."
     elif audit:
-        ready = not s.pending and not degraded
-        reason = "AuditClean" if ready else "ChangesPending"
+        # Auditing is the job: the policy works as intended while it reports what Enforce would
+        # change, so it is Ready (GitOps health would otherwise stay Progressing for good).
+        ready = not degraded
+        reason = "ChangesPending" if s.pending else "AuditClean"
         message = (
             f"Audit mode: {len(s.pending)} change(s) pending in {s.matched} namespace(s)."
             if s.pending
@@ -107,6 +109,7 @@ def policy_status(
         ready = False
         reason = "Degraded" if degraded else "Progressing"
         message = f"{s.compliant} of {s.matched} namespace(s) compliant."
+    degraded_message = "; ".join(problems) if problems else "No errors or conflicts."
     conditions = [
         _condition(prev_conditions, "Ready", ready, reason, message, generation, now),
         _condition(
@@ -114,9 +117,14 @@ def policy_status(
             "Degraded",
             degraded,
             degraded_reason,
-            "; ".join(problems) if problems else "No errors or conflicts.",
+            degraded_message,
             generation,
             now,
+        ),
+        # kstatus (Flux, kubectl wait, cli-utils) reads a failure only from Stalled=True: the
+        # same facts as Degraded, under the name the ecosystem's health libraries look for.
+        _condition(
+            prev_conditions, "Stalled", degraded, degraded_reason, degraded_message, generation, now
         ),
     ]
     return {

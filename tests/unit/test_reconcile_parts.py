@@ -260,3 +260,21 @@ def test_peering_pauses_for_live_peers_of_higher_or_equal_priority_only() -> Non
     assert blocking_peers(status, "me", 5, now) == []
     status["equal"] = {"priority": 5, "lifetime": 60, "lastseen": fresh}
     assert [p for p, _ in blocking_peers(status, "me", 5, now)] == ["equal"]
+
+
+# ----- StatusBook -------------------------------------------------------------------------------
+def test_a_new_generation_s_status_waits_for_its_namespaces() -> None:
+    async def scenario() -> None:
+        api = FakeApi()
+        base = policy("base")
+        cluster = FakeCluster([opted_in(NS)], [base])
+        reconciler = Reconciler(api, cluster)
+        reconciler.policy_changed(base, "base")  # enqueues every namespace, expects them
+        await reconciler.status.flush()
+        assert "base" not in api.statuses  # no premature "NoNamespacesSelected"
+        await reconciler.reconcile(NS)
+        await reconciler.status.flush()
+        ready = {c["type"]: c for c in api.statuses["base"]["conditions"]}["Ready"]
+        assert (ready["reason"], api.statuses["base"]["matchedNamespaces"]) == ("Compliant", 1)
+
+    asyncio.run(scenario())

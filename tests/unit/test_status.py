@@ -125,7 +125,7 @@ def test_unchanged_situation_gives_an_identical_status() -> None:
     assert policy_status(4, False, list(reversed(outcomes)), first, T2) == first
 
 
-def test_audit_mode_reports_pending_changes_and_is_not_ready() -> None:
+def test_audit_mode_reports_pending_changes_and_stays_ready_as_an_audit() -> None:
     pending = Assessment(
         "base",
         "a",
@@ -135,7 +135,7 @@ def test_audit_mode_reports_pending_changes_and_is_not_ready() -> None:
     )
     status = policy_status(1, True, [pending, compliant("b")], {}, T1)
     ready = conditions(status)["Ready"]
-    assert (ready["status"], ready["reason"]) == ("False", "ChangesPending")
+    assert (ready["status"], ready["reason"]) == ("True", "ChangesPending")
     assert "2 change(s) pending in 2 namespace(s)" in ready["message"]
     assert conditions(status)["Degraded"]["status"] == "False"
     assert status["pendingChanges"] == [
@@ -161,3 +161,15 @@ def test_entry_lists_are_capped_but_counts_are_not() -> None:
     assert status["conflictingNamespaces"] == MAX_ENTRIES + 10
     assert len(status["conflicts"]) == MAX_ENTRIES
     assert status["conflicts"][0]["namespace"] == "ns-000"  # sorted by namespace
+
+
+def test_stalled_mirrors_degraded_for_kstatus_readers() -> None:
+    clash = Assessment(
+        "base", "team-c", "conflict", "", conflicts=("nsbaseline-base-default-deny",)
+    )
+    for outcomes in ([clash], [compliant("a")]):
+        found = conditions(policy_status(2, False, outcomes, {}, T1))
+        degraded, stalled = found["Degraded"], found["Stalled"]
+        assert {k: v for k, v in stalled.items() if k != "type"} == {
+            k: v for k, v in degraded.items() if k != "type"
+        }

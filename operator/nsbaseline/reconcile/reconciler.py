@@ -177,14 +177,19 @@ class Reconciler:
     def enqueue(self, namespace: str) -> None:
         self.queue.add(namespace)
 
-    def enqueue_all(self) -> None:
+    def enqueue_all(self) -> set[str]:
+        """Reconcile every namespace we know of; returns their names."""
         names_ = set(self.cluster.namespace_names()) | set(self.status.namespaces())
-        self.queue.add_all(names_ | set(self.objects.namespaces()))
+        names_ |= set(self.objects.namespaces())
+        self.queue.add_all(names_)
+        return names_
 
     def policy_changed(self, policy: BaselinePolicy | None, name: str) -> None:
         """A BaselinePolicy event: re-reconcile everything only when its spec really changed."""
         if self.status.policy_changed(policy, name):
-            self.enqueue_all()
+            enqueued = self.enqueue_all()
+            if policy is not None:
+                self.status.expect(name, enqueued, time.monotonic())
 
     def _object_changed(self, obj: ManagedObject, deleted: bool, relisted: bool) -> None:
         """Our watch saw one of our NetworkPolicies change (or vanish in a relist)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -21,6 +22,8 @@ from nsbaseline.model import BaselinePolicy
 from nsbaseline.status import policy_status
 
 logger = logging.getLogger("nsbaseline")
+#: The longest a new generation's status waits for its namespaces (then it is written anyway).
+SETTLE_LIMIT = 120.0
 
 
 class StatusWriter(Protocol):
@@ -46,6 +49,8 @@ class StatusBook:
         self._dirty: set[str] = set()
         self._written: dict[str, dict[str, Any]] = {}
         self._seen_generations: dict[str, tuple[str, int]] = {}
+        #: policy -> (namespaces still to reconcile for its new generation, give up at).
+        self._awaiting: dict[str, tuple[set[str], float]] = {}
 
     @property
     def dirty(self) -> bool:
@@ -57,8 +62,24 @@ class StatusBook:
     def namespaces(self) -> list[str]:
         return list(self._book)
 
+    def expect(self, policy: str, namespaces: set[str], now: float) -> None:
+        """``policy`` has a new generation: write its status only once these namespaces are
+        reconciled (or after :data:`SETTLE_LIMIT`), never a premature "NoNamespacesSelected"."""
+        self._awaiting[policy] = (set(namespaces), now + SETTLE_LIMIT)
+
+    def _settled(self, policy: str, now: float) -> bool:
+        waiting = self._awaiting.get(policy)
+        if waiting is None:
+            return True
+        if waiting[0] and now < waiting[1]:
+            return False
+        del self._awaiting[policy]
+        return True
+
     def record(self, namespace: str, current: Mapping[str, Assessment]) -> None:
         """The assessments of ``namespace`` after a reconcile; policies that changed are dirty."""
+        for waiting, _ in self._awaiting.values():
+            waiting.discard(namespace)
         previous = self._book.get(namespace, {})
         for name in set(previous) | set(current):
             if previous.get(name) != current.get(name):
@@ -87,6 +108,7 @@ class StatusBook:
         if policy is None:
             self._seen_generations.pop(name, None)
             self._written.pop(name, None)
+            self._awaiting.pop(name, None)
         else:
             self._seen_generations[name] = (policy.uid, policy.generation)
         self._dirty.add(name)
@@ -101,7 +123,11 @@ class StatusBook:
         policies = self._policies()
         metrics.MANAGED_OBJECTS.set(self.managed())
         now = self._clock()
+        moment = time.monotonic()
         for name in sorted(dirty):
+            if not self._settled(name, moment):
+                self._dirty.add(name)  # its namespaces are still being reconciled
+                continue
             policy = policies.get(name)
             if policy is None:
                 for gauge in (metrics.MATCHED, metrics.COMPLIANT):
