@@ -19,9 +19,9 @@ observed once and then changed while the operator was stopped (stale status); cr
 was stopped (no status at all). Each test first checks the state from ``.status.conditions``
 itself, then what the reader says, so the two always agree with the conditions.
 
-Where kstatus cannot read the status the operator writes today, the test expects what it should
-say and is marked xfail(strict=True) with the status change it needs; the probe tests show, with
-the same library, that the proposed status shape gives the expected answer.
+kstatus reads failures only from a Stalled condition and treats an object without
+status.observedGeneration as current: the operator mirrors Degraded as Stalled, and the CRD
+serves a new policy with observedGeneration 0, so plain kstatus agrees in all four states.
 """
 
 from __future__ import annotations
@@ -81,18 +81,6 @@ EXPECTED = {
 #: healthy, so `wait: true` keeps waiting, as it should.
 EXPECTED_FLUX_CEL = {READY: "Current", DEGRADED: "Failed", STALE: "InProgress", NEW: "Unknown"}
 FLUX_KUSTOMIZATION = EXAMPLES / "flux-kustomization.yaml"
-NEEDS_STALLED = (
-    "kstatus reports Failed only for a Stalled=True condition (or a Ready condition, which maps "
-    "False to InProgress); the operator writes Degraded=True and Ready=False, so kstatus says "
-    "InProgress and a Flux `wait` runs into its timeout. Needs a Stalled condition that mirrors "
-    "Degraded (status, reason, message, observedGeneration) in operator/nsbaseline/status.py."
-)
-NEEDS_STATUS_DEFAULT = (
-    "kstatus reads an object with no status.observedGeneration as up to date, so a policy the "
-    "operator has not seen yet is Current. Needs the CRD to default the status to "
-    "{observedGeneration: 0} (operator/nsbaseline/api.py); the API server then serves a new "
-    "policy with observedGeneration 0 and kstatus says InProgress until the operator writes."
-)
 
 
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -176,15 +164,8 @@ def lua_bindir() -> Path:
 
 def _params(reader: int) -> list[Any]:
     """One case per policy; reader 1 (kstatus) marks the cases the status cannot pass yet."""
-    marks: dict[str, str] = {}
-    if reader == 1:
-        marks = {DEGRADED: NEEDS_STALLED, NEW: NEEDS_STATUS_DEFAULT}
     return [
-        pytest.param(
-            name,
-            id=EXPECTED[name][0] + ("-stale" if name == STALE else ""),
-            marks=[pytest.mark.xfail(strict=True, reason=marks[name])] if name in marks else [],
-        )
+        pytest.param(name, id=EXPECTED[name][0] + ("-stale" if name == STALE else ""))
         for name in EXPECTED
     ]
 
@@ -348,17 +329,6 @@ def test_a_stalled_condition_mirroring_degraded_makes_kstatus_say_failed(
             assert result["message"] == result["fluxMessage"] == degraded["message"]
 
 
-READY_TOO_EARLY = (
-    "A race in the operator, not in the readers: reconciler.policy_changed marks the policy "
-    "dirty and enqueues every namespace, and the status loop (every 0.5 s) writes the status "
-    "from the namespaces reconciled so far. A new policy is often first written Ready=True, "
-    "reason NoNamespacesSelected, matchedNamespaces 0, at the current observedGeneration (3 of "
-    "4 runs here), so Argo CD says Healthy and kstatus Current before any baseline exists. "
-    "Needs: no status for a new generation until every namespace enqueued for it is reconciled."
-)
-
-
-@pytest.mark.xfail(strict=False, reason=READY_TOO_EARLY)
 def test_ready_is_not_reported_before_the_selected_namespaces_are_reconciled(
     cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
