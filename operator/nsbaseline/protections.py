@@ -28,11 +28,13 @@ from nsbaseline import names
 from nsbaseline.spec import defaulted
 
 TAMPER_PROOF = "tamper-proof"
+DELETION_ORDER = "deletion-order"
 POD_GATE = "pod-gate"
 OPT_IN_GUARD = "opt-in-guard"
 GUARDRAIL = "guardrail"
 
 TAMPER_PROOF_POLICY = "nsbaseline-protect-managed-networkpolicies"
+DELETION_ORDER_POLICY = "nsbaseline-keep-dns-until-default-deny-is-gone"
 OPT_IN_GUARD_POLICY = "nsbaseline-opt-in-guard"
 GUARDRAIL_POLICY = "nsbaseline-guardrail"
 #: The pod gate's policies, by the directions the default-deny must deny.
@@ -47,12 +49,15 @@ POD_GATE_ANCHOR = "nsbaseline-pod-gate-anchor"
 #: Where each optional component comes from, for "not installed" hints.
 SOURCES: Mapping[str, str] = {
     TAMPER_PROOF: "deploy/admission (in the default install), Helm vap.enabled",
+    DELETION_ORDER: "deploy/admission (in the default install), Helm vap.enabled",
     POD_GATE: "deploy/components/pod-gate, Helm podGate.enabled",
     OPT_IN_GUARD: "deploy/components/opt-in-guard, Helm optInGuard.enabled",
     GUARDRAIL: "deploy/components/guardrail, Helm guardrail.enabled",
 }
 PROTECTS: Mapping[str, str] = {
     TAMPER_PROOF: "hand edits and deletes of generated NetworkPolicies are refused",
+    DELETION_ORDER: "allow pieces outlive their default-deny when a BaselinePolicy is deleted "
+    "(DNS never breaks)",
     OPT_IN_GUARD: "only allowed identities may take a namespace out of a BaselinePolicy or "
     "change its nsbaseline.io/ annotations",
     GUARDRAIL: "tenant NetworkPolicies that widen a BaselinePolicy are refused",
@@ -265,6 +270,7 @@ def protections(
     cluster (and, to check the pod gate's per-policy bindings, its BaselinePolicies)."""
     return [
         _bound(TAMPER_PROOF_POLICY, vaps, bindings, TAMPER_PROOF),
+        _bound(DELETION_ORDER_POLICY, vaps, bindings, DELETION_ORDER),
         _pod_gate(vaps, bindings, policies),
         _bound(OPT_IN_GUARD_POLICY, vaps, bindings, OPT_IN_GUARD),
         _bound(GUARDRAIL_POLICY, vaps, bindings, GUARDRAIL),
@@ -272,6 +278,8 @@ def protections(
 
 
 __all__ = [
+    "DELETION_ORDER",
+    "DELETION_ORDER_POLICY",
     "GUARDRAIL",
     "GUARDRAIL_POLICY",
     "OPT_IN_GUARD",

@@ -269,7 +269,8 @@ def test_first_sync_installs_crds_operator_and_policy_in_one_sync(bed: Bed) -> N
     assert dep["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["run", "--peering"]
     policy = bed.cluster.get("baselinepolicy", "baseline")
     assert policy["spec"]["monitoring"]["enabled"] is True
-    assert "status" not in policy
+    # Only the CRD's default (what kstatus and Argo CD read as "not observed yet"): no operator.
+    assert policy.get("status") == {"observedGeneration": 0}, policy.get("status")
 
     bed.operator.follow()
     compliant = {"status": "Healthy", "message": "All 2 namespace(s) are compliant."}

@@ -78,7 +78,11 @@ def test_every_component_installs_with_kubectl_apply_k_and_type_checks_cleanly(
     cluster: Cluster, installed: list[dict[str, Any]]
 ) -> None:
     shipped = {d["metadata"]["name"] for d in installed if d["kind"] == "ValidatingAdmissionPolicy"}
-    assert shipped == {protections.TAMPER_PROOF_POLICY, *NEW_POLICIES}
+    assert shipped == {
+        protections.TAMPER_PROOF_POLICY,
+        protections.DELETION_ORDER_POLICY,
+        *NEW_POLICIES,
+    }
 
     def checked(name: str) -> dict[str, Any]:
         vap = cluster.get("validatingadmissionpolicy", name)

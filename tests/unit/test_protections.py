@@ -40,7 +40,9 @@ def _bindings(*components: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"]
 
 
-TAMPER = _docs(DEPLOY / "admission" / "validatingadmissionpolicy.yaml")
+TAMPER = _docs(DEPLOY / "admission" / "validatingadmissionpolicy.yaml") + _docs(
+    DEPLOY / "admission" / "deletion-order.yaml"
+)
 
 
 # ----- gate bindings --------------------------------------------------------------------------
@@ -130,20 +132,26 @@ def _states(report: list[protections.Protection]) -> dict[str, str]:
     return {p.name: p.state for p in report}
 
 
+def _one(report: list[protections.Protection], name: str) -> protections.Protection:
+    (found,) = [p for p in report if p.name == name]
+    return found
+
+
 def test_nothing_installed_reports_every_protection_off_with_where_to_get_it() -> None:
     report = protections.protections([], [], [])
     assert _states(report) == dict.fromkeys(
-        ["tamper-proof", "pod-gate", "opt-in-guard", "guardrail"], "off"
+        ["tamper-proof", "deletion-order", "pod-gate", "opt-in-guard", "guardrail"], "off"
     )
     assert all("not installed (" in p.detail for p in report)
 
 
-def test_the_default_install_reports_only_tamper_proofing() -> None:
+def test_the_default_install_reports_only_tamper_proofing_and_deletion_order() -> None:
     vaps = [d for d in TAMPER if d["kind"] == "ValidatingAdmissionPolicy"]
     bindings = [d for d in TAMPER if d["kind"] == "ValidatingAdmissionPolicyBinding"]
     report = protections.protections(vaps, bindings, [_bp()])
     assert _states(report) == {
         "tamper-proof": "on",
+        "deletion-order": "on",
         "pod-gate": "off",
         "opt-in-guard": "off",
         "guardrail": "off",
@@ -197,20 +205,21 @@ def test_a_binding_that_only_warns_is_reported_as_such() -> None:
     vaps = _vaps("guardrail")
     binding = copy.deepcopy(_bindings("guardrail")[0])
     binding["spec"]["validationActions"] = ["Warn"]
-    guardrail = protections.protections(vaps, [binding])[3]
+    guardrail = _one(protections.protections(vaps, [binding]), "guardrail")
     assert (guardrail.name, guardrail.state) == ("guardrail", "warn-only")
 
 
 def test_a_policy_without_a_binding_protects_nothing() -> None:
     report = protections.protections(_vaps("opt-in-guard"), [])
     assert _states(report)["opt-in-guard"] == "off"
-    assert "not bound" in report[2].detail
+    assert "not bound" in _one(report, "opt-in-guard").detail
 
 
 def test_without_the_policies_the_gate_lists_the_policies_it_binds() -> None:
     binding = protections.gate_binding(_bp())
     assert binding is not None
-    gate = protections.protections(_vaps("pod-gate"), [*_bindings("pod-gate"), binding])[1]
+    report = protections.protections(_vaps("pod-gate"), [*_bindings("pod-gate"), binding])
+    gate = _one(report, "pod-gate")
     assert gate.state == "on" and "baseline" in gate.detail
 
 
@@ -224,7 +233,7 @@ def test_the_pod_gate_without_its_anchor_binding_is_reported() -> None:
     }
     binding = protections.gate_binding(_bp())
     assert binding is not None
-    gate = protections.protections(_vaps("pod-gate"), [binding], [_bp()])[1]
+    gate = _one(protections.protections(_vaps("pod-gate"), [binding], [_bp()]), "pod-gate")
     assert gate.state == "partial"
     assert "kubernetes#133827" in gate.problems[0]
 
