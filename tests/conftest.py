@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from hack.localcluster import LocalCluster
+from tests.support.gate import ensure_pod_gate
 from tests.support.kube import E2E_DIR, REPO, Cluster, OperatorProcess
 
 
@@ -57,6 +58,12 @@ def cluster(local_control_plane: object | None) -> Cluster:
         "crd/clusterkopfpeerings.kopf.dev",
         "--timeout=60s",
     )
+    # Before any test binds a policy whose parameters are NetworkPolicies (the default install's
+    # deletion-order policy is one) and deletes that binding again: kube-apiserver then stops the
+    # NetworkPolicy parameter cache for good (kubernetes#133827) and the pod gate, installed
+    # later, would refuse every pod. The gate's anchor binding keeps the cache running; without
+    # per-policy bindings the gate refuses nothing.
+    ensure_pod_gate(c)
     return c
 
 

@@ -54,6 +54,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.dataplane]
 #: 30 in CI (about 90 s); the report's figures come from NSBASELINE_GATE_PACKET_ITERATIONS=100.
 ITERATIONS = int(os.environ.get("NSBASELINE_GATE_PACKET_ITERATIONS", "30"))
 GATED = "dp-gate.nsbaseline.io/on"
+#: The pieces of the dp-gate policy (the operator writes allow-dns first, default-deny last).
+BASELINE = ("nsbaseline-dp-gate-allow-dns", "nsbaseline-dp-gate-default-deny")
 GUARDED = "dp-guardrail.nsbaseline.io/on"
 GUARDRAIL = REPO / "deploy" / "components" / "guardrail" / "validatingadmissionpolicies.yaml"
 
@@ -121,24 +123,21 @@ def _start(dp: Dataplane, namespace: str, created: float, timeout: float = 180) 
             delay = min(delay * 2, BACKOFF_CAP)
 
 
-def _programmed_with(dp: Dataplane, pod: Pod, netpol: str) -> bool:
-    """kube-router filters ``pod`` through NetworkPolicy ``netpol`` of its namespace.
+def _programmed_with(dp: Dataplane, pod: Pod, *netpols: str) -> bool:
+    """kube-router filters ``pod`` through every NetworkPolicy in ``netpols`` of its namespace.
 
     A chain for the pod is not enough: kube-router watches pods and NetworkPolicies separately,
     and may build the pod's chain from a view that lacks a policy created a moment before the
-    pod (allow-dns, say, but not yet default-deny). The pod is programmed with its baseline once
-    its chain runs through the default-deny and ends in the REJECT rule.
+    pod (allow-dns, say, but not yet default-deny, or the other way round). The pod is programmed
+    with its baseline once its chains run through each of its policies and end in the REJECT rule.
     """
-    jump = f"rule to jump traffic destined to POD name:{pod.name} namespace: {pod.namespace} "
+    mark = f"POD name:{pod.name} namespace: {pod.namespace} "
     rules = dp.iptables_save().splitlines()
-    chains = {line.rsplit("-j ", 1)[-1].strip() for line in rules if jump in line}
-    for chain in chains:
-        mine = [line for line in rules if line.startswith(f"-A {chain} ")]
-        if any(f'"run through nw policy {netpol}"' in line for line in mine) and any(
-            "-j REJECT" in line for line in mine
-        ):
-            return True
-    return False
+    chains = {line.rsplit("-j ", 1)[-1].strip() for line in rules if mark in line}
+    mine = [line for line in rules for chain in chains if line.startswith(f"-A {chain} ")]
+    return any("-j REJECT" in line for line in mine) and all(
+        any(f'"run through nw policy {netpol}"' in line for line in mine) for netpol in netpols
+    )
 
 
 def _forbidden(dp: Dataplane, shared: Shared, pod: Pod) -> list[Flow]:
@@ -181,8 +180,8 @@ def test_gated_pods_never_answer_what_their_baseline_forbids_once_programmed(
             assert s.pod is not None
             forbidden = _forbidden(dp, shared, s.pod)
             # The CNI's own lag: until kube-router has programmed the pod with its namespace's
-            # default-deny, the pod is not (fully) filtered, however early the policy existed.
-            while not _programmed_with(dp, s.pod, "nsbaseline-dp-gate-default-deny"):
+            # baseline, the pod is not (fully) filtered, however early the policies existed.
+            while not _programmed_with(dp, s.pod, *BASELINE):
                 s.answered_before_programmed += [
                     r.flow.name
                     for r in dp.probe(forbidden[:1], timeout=0.5)

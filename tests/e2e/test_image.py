@@ -154,6 +154,12 @@ def _peers(cluster: Cluster, peering: str) -> dict[str, Any]:
     return {k: v for k, v in (body.get("status") or {}).items() if isinstance(v, dict)}
 
 
+def _peer_pods(cluster: Cluster, peering: str) -> set[str]:
+    """The pods of the peering records: an identity is ``<pod>/<pid>/<random>`` (a restarted
+    container in the same pod is a new peer, never mistaken for the one it replaces)."""
+    return {identity.split("/", 1)[0] for identity in _peers(cluster, peering)}
+
+
 def _wait_ready(pod: Pod, timeout: float = 180) -> float:
     """Seconds from ``podman run`` to the first successful readiness probe."""
 
@@ -221,7 +227,7 @@ def test_image_run_as_its_pod_logs_in_in_cluster_converges_repairs_and_serves_pr
     pod = pods()
     ready = _wait_ready(pod)
     assert pod.probe_ok("livenessProbe")
-    wait_for(lambda: pod.name in _peers(cluster, peering), 120, what="its peering record")
+    wait_for(lambda: pod.name in _peer_pods(cluster, peering), 120, what="its peering record")
 
     policy = f"img-{run_label[TEST_LABEL]}"
     cluster.apply(baseline_policy(policy, namespaceSelector={"matchLabels": run_label}))
@@ -258,10 +264,10 @@ def test_image_stops_cleanly_on_sigterm_within_the_grace_period_and_leaves_the_p
     standby takes over at once instead of waiting for the record to expire."""
     pod = pods()
     _wait_ready(pod)
-    wait_for(lambda: pod.name in _peers(cluster, peering), 120, what="its peering record")
+    wait_for(lambda: pod.name in _peer_pods(cluster, peering), 120, what="its peering record")
     seconds, code = pod.terminate()
     assert code == 0, f"exit code {code} after SIGTERM (137: killed after the grace period)"
-    assert pod.name not in _peers(cluster, peering), "its peering record outlived it"
+    assert pod.name not in _peer_pods(cluster, peering), "its peering record outlived it"
     print(
         f"\nimage pod: stopped {seconds:.1f}s after SIGTERM "
         f"(terminationGracePeriodSeconds {template.grace_seconds})"
@@ -283,7 +289,7 @@ def test_two_image_replicas_elect_one_active_and_the_standby_takes_over_when_it_
     for pod in replicas:
         _wait_ready(pod)
     wait_for(lambda: len(_peers(cluster, peering)) == 2, 120, what="both peering records")
-    assert set(_peers(cluster, peering)) == {pod.name for pod in replicas}, "POD_ID names them"
+    assert _peer_pods(cluster, peering) == {pod.name for pod in replicas}, "POD_ID names them"
     wait_for(lambda: sum(map(_is_active, replicas)) == 1, 120, what="exactly one active replica")
     (active,) = [pod for pod in replicas if _is_active(pod)]
     (standby,) = [pod for pod in replicas if pod is not active]
@@ -322,9 +328,8 @@ def test_image_run_without_pod_id_or_args_uses_its_default_command_and_names_its
     cluster: Cluster, pods: PodFactory, template: PodTemplate, peering: str
 ) -> None:
     """``docker run`` of the image, or a Deployment of one's own without the POD_ID env: the
-    image's default command (``run --peering``) must start, and Kopf then names the replica
-    after the user running it, which needs an /etc/passwd entry for UID 65532 (the container
-    runtime adds none)."""
+    image's default command (``run --peering``) must start, and the replica then names itself
+    after its hostname (the pod's name, as the kubelet sets it)."""
     container = template.container
     container.pop("args", None)
     container["env"] = [e for e in container.get("env", []) if e["name"] != "POD_ID"]
@@ -334,4 +339,4 @@ def test_image_run_without_pod_id_or_args_uses_its_default_command_and_names_its
     _wait_ready(pod)
     wait_for(lambda: len(_peers(cluster, peering)) == 1, 120, what="its peering record")
     (identity,) = _peers(cluster, peering)
-    assert identity.startswith("nonroot@"), identity
+    assert identity.split("/", 1)[0] == pod.name, identity
