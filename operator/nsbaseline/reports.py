@@ -20,6 +20,7 @@ namespace produces an identical report: nothing to write.
 from __future__ import annotations
 
 import datetime
+import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -192,9 +193,14 @@ def _result_json(namespace: str, r: PieceResult) -> dict[str, Any]:
     }
 
 
+def _digest(value: Any) -> str:
+    """A short stable hash of a JSON-like value (kept per namespace: small beats readable)."""
+    return hashlib.sha256(canonical.fingerprint(value).encode()).hexdigest()[:24]
+
+
 def _key(result: Mapping[str, Any]) -> str:
     """A result's identity for comparisons: everything but its timestamp."""
-    return canonical.fingerprint({k: v for k, v in result.items() if k != "timestamp"})
+    return _digest({k: v for k, v in result.items() if k != "timestamp"})
 
 
 def report_body(
@@ -247,7 +253,7 @@ def timestamps(body: Mapping[str, Any]) -> dict[str, dict[str, int]]:
 def content_key(body: Mapping[str, Any]) -> str:
     """What a report says, without timestamps: two reports with equal keys need no write."""
     labels = (body.get("metadata") or {}).get("labels") or {}
-    return canonical.fingerprint(
+    return _digest(
         {
             "managed": labels.get(names.MANAGED_BY_LABEL),
             "source": body.get("source"),
