@@ -139,6 +139,28 @@ def test_a_refused_write_is_retried_later_not_on_every_flush() -> None:
     asyncio.run(scenario())
 
 
+def test_a_busy_queue_defers_report_writes_until_it_is_idle_or_the_change_is_overdue() -> None:
+    async def scenario() -> None:
+        api = FakeApi()
+        clock = [0.0]
+        idle = asyncio.Event()  # the work queue is busy (a rollout, repairs)
+        reports = ReportBook(api, POLICY_REPORT, lambda: NOW, idle, timer=lambda: clock[0])
+        reports.presence.event("ADDED", crd())
+        reports.record("a", PASS)
+        await reports.flush()
+        assert writes(api) == [], "deferred while the queue is busy"
+        idle.set()
+        await reports.flush()
+        assert writes(api) == [("apply-report", "a")], "written once it is idle"
+        idle.clear()
+        reports.record("a", FAIL)
+        clock[0] = report_book.MAX_DELAY
+        await reports.flush()
+        assert len(writes(api)) == 2, "written anyway once overdue"
+
+    asyncio.run(scenario())
+
+
 def test_the_crd_switches_reports_on_when_established_and_off_when_deleted() -> None:
     changes: list[bool] = []
     presence = CrdPresence(POLICY_REPORT, changes.append)

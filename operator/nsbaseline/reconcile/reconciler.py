@@ -100,7 +100,7 @@ class Reconciler:
         fmt = FORMATS.get(self.settings.reports)
         self.reports: ReportBook | None = None
         if fmt is not None:
-            self.reports = ReportBook(api, fmt, clock, self.queue.idle.wait)
+            self.reports = ReportBook(api, fmt, clock, self.queue.idle)
         self.gate = gate or ActiveGate(None)
         #: Set once Kopf has listed namespaces and policies (its first event) — see handlers.
         self.cluster_ready = asyncio.Event()

@@ -4,9 +4,11 @@ repair path.
 Reconciles record each namespace's results here (:func:`nsbaseline.reports.namespace_results`,
 pure and cheap). A loop of its own turns the namespaces whose results changed into reports and
 writes only those that differ from what the API server holds: in batches, a few requests at a
-time, and only once the work queue is quiet (at most :data:`MAX_DELAY` late) — a repair's writes
-never wait behind a report. The reports that exist are listed once (paginated, label-selected)
-when the report CRD is found, so a restart on a converged cluster writes nothing.
+time, and only while the work queue is idle — each write checks, and a busy queue defers it, up
+to :data:`MAX_DELAY` after the change; a repair's writes never wait behind a report, and a rollout
+does not share the API server with thousands of report writes. The reports that exist are listed
+once (paginated, label-selected) when the report CRD is found, so a restart on a converged cluster
+writes nothing.
 
 The CRD may come after the operator: :class:`CrdPresence`, fed by a watch of that one CRD (by
 name), switches reports on when it is Established and off when it goes.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -35,11 +38,13 @@ from nsbaseline.reports import (
 
 logger = logging.getLogger("nsbaseline")
 
-#: The longest a changed report waits for the operator to be quiet before it is written anyway.
-MAX_DELAY = 10.0
-#: Reports written per flush, and at most this many requests in flight.
+#: The longest a changed report waits for the work queue to be idle before it is written anyway.
+MAX_DELAY = 30.0
+#: Reports written per flush, at most this many requests in flight; the loop yields to other
+#: tasks after every COMPARE_STEP comparisons (a start-up compares every namespace).
 BATCH = 200
 IN_FLIGHT = 4
+COMPARE_STEP = 100
 #: A report the API server refused is tried again after this long (never in a tight loop).
 RETRY_AFTER = 30.0
 SELECTOR = f"{names.MANAGED_BY_LABEL}={names.MANAGED_BY_VALUE}"
@@ -123,17 +128,20 @@ class ReportBook:
         writer: ReportWriter,
         fmt: ReportFormat,
         clock: Callable[[], datetime.datetime],
-        quiet: Callable[[], Awaitable[Any]] | None = None,
+        idle: asyncio.Event | None = None,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self._writer = writer
         self._timer = timer
         self._fmt = fmt
         self._clock = clock
-        self._quiet = quiet
+        #: Set while the work queue is idle (None: never wait).
+        self._idle = idle
         #: namespace -> its latest results (empty: selected by nothing, so no report).
         self._book: dict[str, tuple[PieceResult, ...]] = {}
         self._dirty: set[str] = set()
+        #: When the oldest change not yet written was recorded (for MAX_DELAY).
+        self._oldest = 0.0
         self._retry: set[str] = set()
         self._retry_at = 0.0
         #: namespace -> what the API server holds (known once listed, then kept by our writes).
@@ -150,8 +158,19 @@ class ReportBook:
         """The results of ``namespace`` after a reconcile; a change makes it dirty."""
         if self._book.get(namespace) != results:
             self._book[namespace] = results
-            self._dirty.add(namespace)
+            self._mark({namespace})
             self._gauges()
+
+    def _mark(self, namespaces: set[str]) -> None:
+        if not self._dirty:
+            self._oldest = self._timer()
+        self._dirty |= namespaces
+
+    def _defer(self) -> bool:
+        """Whether a report write must wait: the queue is busy and the change is not overdue."""
+        if self._idle is None or self._idle.is_set():
+            return False
+        return self._timer() < self._oldest + MAX_DELAY
 
     def forget(self, namespace: str) -> None:
         """``namespace`` is gone or going: its report goes with it (nothing to delete)."""
@@ -185,40 +204,46 @@ class ReportBook:
             and meta.get("namespace")
         }
         self._listed = True
-        self._dirty |= set(self._book)  # compare everything recorded so far
+        self._mark(set(self._book))  # compare everything recorded so far
         logger.info("%d %s objects of ours exist", len(self._stored), fmt.kind)
         return True
 
     async def flush(self) -> None:
-        """Write (or delete) the reports of up to :data:`BATCH` dirty namespaces that differ."""
+        """Compare dirty namespaces with what is stored; write (or delete) up to :data:`BATCH`
+        reports that differ, each only while the queue is idle or the change is overdue."""
         if not self.available or (not self._listed and not await self._list()):
             return
-        batch = sorted(self._dirty)[:BATCH]
-        self._dirty.difference_update(batch)
         now = self._clock()
-        work: list[Awaitable[None]] = []
-        for namespace in batch:
+        work: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        for count, namespace in enumerate(sorted(self._dirty)):
+            if len(work) >= BATCH:
+                break
+            if count and count % COMPARE_STEP == 0:
+                await asyncio.sleep(0)  # let reconciles run between comparisons
+            self._dirty.discard(namespace)
             results = self._book.get(namespace)
             stored = self._stored.get(namespace)
             if results is None:
                 continue  # forgotten meanwhile
             if not results:
                 if stored is not None:
-                    work.append(self._delete(namespace))
+                    work.append((namespace, functools.partial(self._delete, namespace)))
                 continue
-            body = report_body(
-                self._fmt, namespace, results, now, stored.stamps if stored else None
-            )
+            previous = stored.stamps if stored else None
+            body = report_body(self._fmt, namespace, results, now, previous)
             key = content_key(body)
             if stored is None or stored.key != key:
-                work.append(self._apply(namespace, body, key))
+                work.append((namespace, functools.partial(self._apply, namespace, body, key)))
         semaphore = asyncio.Semaphore(IN_FLIGHT)
 
-        async def limited(job: Awaitable[None]) -> None:
+        async def limited(namespace: str, job: Callable[[], Awaitable[None]]) -> None:
             async with semaphore:
-                await job
+                if self._defer():
+                    self._dirty.add(namespace)  # keeps its age: overdue stays overdue
+                    return
+                await job()
 
-        await asyncio.gather(*(limited(job) for job in work))
+        await asyncio.gather(*(limited(namespace, job) for namespace, job in work))
         self._gauges()
 
     async def _apply(self, namespace: str, body: dict[str, Any], key: str) -> None:
@@ -266,13 +291,14 @@ class ReportBook:
             if not was_active:
                 was_active, self._listed = True, False
             if self._retry and self._timer() >= self._retry_at:
-                self._dirty |= self._retry
+                self._mark(self._retry)
                 self._retry.clear()
             if not self.available or (self._listed and not self._dirty):
                 continue
-            if self._quiet is not None:
+            left = self._oldest + MAX_DELAY - self._timer()
+            if self._idle is not None and left > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._quiet(), MAX_DELAY)
+                    await asyncio.wait_for(self._idle.wait(), left)
             await self.flush()
 
 
