@@ -14,6 +14,10 @@
 4. operator fan-out: one port of the policy changed; time until all N objects are updated;
 5. new-namespace latency, drift-repair latency, idle writes, restart writes and re-sync time.
 
+``--reports`` installs the real PolicyReport CRD (from its Go module, ``hack/reportcrds.py``) so
+the operator also keeps one PolicyReport per namespace, and adds what that costs: report writes
+per namespace, when the last report is written, and report writes in every later phase.
+
 Every "seen" time comes from one independent watch (``watcher.py``) in this process. Write
 counts come from the API server's ``apiserver_request_total``, never from the operator.
 """
@@ -56,7 +60,8 @@ POLICY = "bench"
 PIECES = ("allow-dns", "allow-monitoring", "allow-ingress-controller", "default-deny")
 FANOUT_PIECE = "allow-monitoring"
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY")
-ECONOMY_RESOURCES = ("networkpolicies", "baselinepolicies", "events", "namespaces")
+ECONOMY_RESOURCES = ("networkpolicies", "baselinepolicies", "events", "namespaces", "policyreports")
+REPORTS = "policyreports"
 WATCHED_RESOURCES = ("networkpolicies", "namespaces", "baselinepolicies")
 CRDS = ("crd/baselinepolicies.nsbaseline.io", "crd/clusterkopfpeerings.kopf.dev")
 RUN_LABEL = "nsbaseline-bench/run"
@@ -154,6 +159,11 @@ def writes(delta: Counts, resources: Iterable[str] = WATCHED_RESOURCES) -> dict[
     return out
 
 
+def report_writes(delta: Counts) -> int:
+    """Write requests on PolicyReports in a request-count delta."""
+    return writes(delta, (REPORTS,))[REPORTS]
+
+
 def split(counts: Mapping[str, int]) -> str:
     """``total (np/ns/bp)`` in the order of :data:`WATCHED_RESOURCES`."""
     return f"{sum(counts.values())} ({'/'.join(str(counts[r]) for r in WATCHED_RESOURCES)})"
@@ -189,7 +199,10 @@ def free_port() -> int:
 class Operator:
     """``nsbaseline run --standalone`` as a child process, optionally under pyinstrument."""
 
-    def __init__(self, kubeconfig: Path, workdir: Path, workers: int, profile: bool) -> None:
+    def __init__(
+        self, kubeconfig: Path, workdir: Path, workers: int, profile: bool, reports: bool = False
+    ) -> None:
+        self.reports = reports
         self.kubeconfig = kubeconfig
         self.workdir = workdir
         self.workers = workers
@@ -220,6 +233,8 @@ class Operator:
             str(self.workers),
             "--log-format",
             "plain",
+            "--reports",
+            "wgpolicyk8s" if self.reports else "off",
         ]
         log_file = open(self.workdir / "operator.log", "ab")  # noqa: SIM115 - owned by the child
         self.started_at = time.time()
@@ -307,6 +322,24 @@ class Operator:
                 raise TimeoutError(f"operator re-sync of {namespaces} namespaces did not finish")
             await asyncio.sleep(0.05)
 
+    async def wait_reports(self, reports: int, within: float) -> float:
+        """Until the operator has compared every report and knows ``reports`` of its own exist.
+
+        Its own gauges (cheap to poll); :meth:`Bench.count_reports` then checks the cluster.
+        """
+        deadline = time.monotonic() + within
+        while True:
+            with contextlib.suppress(OSError):
+                m = self.metrics()
+                stored = m.get("nsbaseline_reports_stored", 0.0)
+                if stored >= reports and m.get("nsbaseline_reports_pending", 1.0) == 0:
+                    return time.time()
+            if not self.alive():
+                raise RuntimeError(f"operator exited; see {self.workdir / 'operator.log'}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the operator did not write {reports} PolicyReports")
+            await asyncio.sleep(0.1)
+
     async def wait_settled(self, quiet: float = 1.0, within: float = 300) -> float:
         """Wait until the queue is empty and no reconcile happened for ``quiet`` seconds."""
         deadline = time.monotonic() + within
@@ -349,7 +382,8 @@ class Bench:
         self.watcher = Watcher(Api(Access.from_kubeconfig(kubeconfig), limit=2))
         self.templates = TemplateSet()
         self.report = Report()
-        self.operator = Operator(kubeconfig, self.workdir, self.workers, args.profile)
+        self.reports: bool = args.reports
+        self.operator = Operator(kubeconfig, self.workdir, self.workers, args.profile, self.reports)
         self.op_namespaces = [f"bench-{self.run_id}-{i:05d}" for i in range(self.n)]
         self.ref_namespaces = [f"bref-{self.run_id}-{i:05d}" for i in range(self.n)]
         self.apply_namespaces = (
@@ -357,6 +391,8 @@ class Bench:
         )
         self.policy_body: dict[str, Any] = {}
         self.ref_apply = 0.0
+        #: Namespaces created by the new-namespace phase (they get reports too).
+        self.new_names: list[str] = []
 
     # ----- helpers ---------------------------------------------------------------------------
     def policy_spec(self, monitoring_port: int) -> dict[str, Any]:
@@ -500,6 +536,38 @@ class Bench:
                 raise TimeoutError("the controller-manager did not catch up with the namespaces")
             await asyncio.sleep(1.0)
 
+    async def count_reports(self) -> tuple[int, int]:
+        """(our PolicyReports in the bench namespaces, how many of them pass every piece)."""
+        total = passing = 0
+        params = {"labelSelector": f"{names.MANAGED_BY_LABEL}={names.MANAGED_BY_VALUE}"}
+        params["limit"] = "500"
+        while True:
+            page = await self.api.request(
+                "GET", f"/apis/wgpolicyk8s.io/v1alpha2/{REPORTS}", params=params
+            )
+            for item in page.get("items") or []:
+                if not item["metadata"]["namespace"].startswith(f"bench-{self.run_id}-"):
+                    continue
+                total += 1
+                summary = item.get("summary") or {}
+                passing += summary.get("pass") == len(PIECES) and not summary.get("fail")
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return total, passing
+            params["continue"] = token
+
+    async def report_phase(self, section: str, what: str, before: Counts, expected: int) -> None:
+        """With --reports: wait until every report is written, then bill the phase's report
+        writes (``expected`` is what a perfect operator would write)."""
+        if not self.reports:
+            return
+        reports = self.n + len(self.new_names)
+        await self.operator.wait_reports(reports, self.timeout(reports))
+        await asyncio.sleep(1.0)
+        count = report_writes(diff(await request_counts(self.api), before))
+        log(f"{what}: {count} PolicyReport writes")
+        self.report.add(section, f"PolicyReport writes, {what}", count, target=str(expected))
+
     async def count(self, path: str, field_selector: str) -> int:
         """How many objects a LIST with ``field_selector`` returns (paginated, names only)."""
         total, params = 0, {"fieldSelector": field_selector, "limit": "500"}
@@ -598,6 +666,8 @@ class Bench:
             synced - self.operator.started_at,
         )
         await self.operator.wait_settled()
+        if self.reports:  # its first listing of reports belongs to the start, not convergence
+            await self.operator.wait_reports(0, self.timeout(namespaces))
         log(f"operator up and idle (pid {self.operator.proc.pid if self.operator.proc else '?'})")
         before = await request_counts(self.api)
         reconciles_before = self.operator.reconciles()[0]
@@ -639,9 +709,21 @@ class Bench:
                 self.ref_apply,
                 ratio=ratio(converge, self.ref_apply),
             )
+        if self.reports:
+            reports_done = await self.operator.wait_reports(self.n, self.timeout(self.n))
         settled = await self.operator.wait_settled()
         await asyncio.sleep(1.0)  # the status loop writes within 0.5 s of the last change
         delta = diff(await request_counts(self.api), before)
+        if self.reports:  # checked in the cluster after the window: the bench's LISTs are its own
+            total, passing = await self.count_reports()
+            log(f"operator: {total} PolicyReports ({passing} all pass), {reports_done - t0:.2f}s")
+            self.report.add(
+                "1",
+                f"  last of {self.n} PolicyReports written, from the policy POST (s)",
+                reports_done - t0,
+                target=f"{passing}/{self.n} all pass",
+            )
+            self.report.raw["reports_written_after_s"] = reports_done - t0
         # The bench's own policy POST is not the operator's; the rest (the operator, plus the
         # controller-manager's own traffic) is counted as the operator's cost.
         own = ("POST", "baselinepolicies")
@@ -662,6 +744,13 @@ class Bench:
                 target={"GET": "0", "APPLY": "<= 1"}.get(verb, "")
                 if resource == "networkpolicies"
                 else "",
+            )
+        if self.reports:
+            self.report.add(
+                "5",
+                "PolicyReport writes per opted-in namespace",
+                f"{report_writes(delta) / self.n:.3f}",
+                target="1",
             )
         reconciles = self.operator.reconciles()[0] - reconciles_before
         self.report.add(
@@ -705,6 +794,7 @@ class Bench:
         policy = BaselinePolicy.from_body({"metadata": {"name": POLICY}, "spec": spec})
         expected = self.expected(self.op_namespaces, policy, [FANOUT_PIECE])
         waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
+        before = await request_counts(self.api)
         t0 = time.time()
         self.policy_body = await self.api.request(
             "PATCH",
@@ -724,6 +814,7 @@ class Bench:
             target="(vs SSA client)",
         )
         await self.operator.wait_settled()
+        await self.report_phase("7", "fan-out (results unchanged)", before, 0)
 
     def current_policy(self) -> BaselinePolicy:
         return BaselinePolicy.from_body(self.policy_body)
@@ -731,8 +822,10 @@ class Bench:
     async def new_namespaces(self) -> None:
         policy = self.current_policy()
         latencies: list[float] = []
+        before = await request_counts(self.api)
         for i in range(self.args.new_namespaces):
             name = f"bnew-{self.run_id}-{i:04d}"
+            self.new_names.append(name)
             waiter = self.watcher.add(AllMatch(self.expected([name], policy), self.watcher.specs))
             t0 = time.time()
             await self.create_namespaces([name], True)
@@ -748,11 +841,14 @@ class Bench:
             target="<= 1000",
         )
         await self.operator.wait_settled()
+        count = len(self.new_names)
+        await self.report_phase("2", f"{count} new namespaces", before, count)
 
     async def drift(self) -> None:
         policy = self.current_policy()
         rng = random.Random(self.args.seed)
         latencies: dict[str, list[float]] = {"delete": [], "edit": []}
+        before = await request_counts(self.api)
         for i in range(self.args.tampers):
             ns = rng.choice(self.op_namespaces)
             piece = rng.choice(PIECES)
@@ -782,13 +878,22 @@ class Bench:
         for kind, values in latencies.items():
             self.report.add("3", f"  p99 of {kind}s only (ms)", percentile(values, 99) * 1000)
         await self.operator.wait_settled()
+        await self.report_phase("3", f"{self.args.tampers} tampers repaired", before, 0)
 
     async def idle_and_restart(self) -> None:
         await asyncio.sleep(2.0)  # let the last status write and its watch echo pass
         before = await request_counts(self.api)
         await asyncio.sleep(self.args.idle)
-        idle = writes(diff(await request_counts(self.api), before))
+        idle_delta = diff(await request_counts(self.api), before)
+        idle = writes(idle_delta)
         log(f"idle {self.args.idle:.0f}s: writes {idle}")
+        if self.reports:
+            self.report.add(
+                "4",
+                f"idle PolicyReport writes over {self.args.idle:.0f}s",
+                report_writes(idle_delta),
+                target="0",
+            )
         self.report.add(
             "4",
             f"idle writes over {self.args.idle:.0f}s (np/ns/bp)",
@@ -804,8 +909,19 @@ class Bench:
         await self.operator.wait_resynced(namespaces, self.timeout(namespaces))
         resync = time.time() - self.operator.started_at
         await self.operator.wait_settled()
+        if self.reports:
+            reports = self.n + len(self.new_names)
+            await self.operator.wait_reports(reports, self.timeout(reports))
         await asyncio.sleep(2.0)
-        restart = writes(diff(await request_counts(self.api), before))
+        restart_delta = diff(await request_counts(self.api), before)
+        restart = writes(restart_delta)
+        if self.reports:
+            self.report.add(
+                "4",
+                "PolicyReport writes across restart + re-sync",
+                report_writes(restart_delta),
+                target="0",
+            )
         log(f"restart: healthy {healthy:.2f}s, re-sync {resync:.2f}s, writes {restart}")
         self.report.add(
             "4",
@@ -914,6 +1030,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--crds", type=Path, default=REPO / "crds", help="CRD manifests to install")
     p.add_argument(
+        "--reports",
+        action="store_true",
+        help="install the real PolicyReport CRD and run the operator with reports on",
+    )
+    p.add_argument(
         "--keep-cluster", action="store_true", help="leave the local control plane running"
     )
     args = p.parse_args(argv)
@@ -938,12 +1059,22 @@ def machine() -> str:
     )
 
 
-def install_crds(kubeconfig: Path, kubectl: str, cluster: Any, crds: Path) -> None:
+def install_crds(
+    kubeconfig: Path, kubectl: str, cluster: Any, crds: Path, reports: bool = False
+) -> None:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    for args in (
-        ["apply", "--server-side", "-f", str(crds)],
-        ["wait", "--for=condition=Established", "--timeout=120s", *CRDS],
-    ):
+    steps = [["apply", "--server-side", "-f", str(crds)]]
+    established = list(CRDS)
+    if reports:
+        from hack.reportcrds import crd_path
+
+        crd = "crd/policyreports.wgpolicyk8s.io"
+        present = subprocess.run([kubectl, "get", crd], env=env, capture_output=True).returncode
+        if present != 0:  # an external cluster's own CRD (Kyverno's, say) is left as it is
+            steps.append(["apply", "--server-side", "-f", str(crd_path("wgpolicyk8s"))])
+        established.append(crd)
+    steps.append(["wait", "--for=condition=Established", "--timeout=120s", *established])
+    for args in steps:
         for attempt in range(3):  # a just-started API server may still refuse for a moment
             proc = subprocess.run([kubectl, *args], env=env, capture_output=True, text=True)
             if proc.returncode == 0:
@@ -985,7 +1116,7 @@ def main(argv: list[str] | None = None) -> int:
         kubeconfig, kubectl = cluster.kubeconfig, str(cluster.bindir / "kubectl")
         server = "local kube-apiserver/etcd (hack/localcluster.py)"
     try:
-        install_crds(kubeconfig, kubectl, cluster, args.crds)
+        install_crds(kubeconfig, kubectl, cluster, args.crds, args.reports)
         apiserver_pid = cluster.pids.get("kube-apiserver") if cluster is not None else None
         bench = Bench(args, kubeconfig, kubectl, apiserver_pid)
         started = time.time()
@@ -997,7 +1128,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.dir / "results.json").write_text(json.dumps(report.raw, indent=2, default=str))
     title = (
         f"nsbaseline bench: N={args.namespaces}, workers={args.workers}, reference concurrency="
-        f"{bench.ref_concurrency}, idle={args.idle:.0f}s; {server}\n"
+        f"{bench.ref_concurrency}, idle={args.idle:.0f}s, reports "
+        f"{'on (PolicyReport)' if args.reports else 'off'}; {server}\n"
         "reference = pre-rendered objects from a direct asyncio client in its own process "
         "(POST to create, server-side apply to fan out); times are as seen by one watcher\n"
         f"machine: {where}; total {time.time() - started:.0f}s"

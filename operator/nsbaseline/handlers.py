@@ -37,6 +37,7 @@ kopfpatch.apply()
 
 NETWORK_POLICIES = "/apis/networking.k8s.io/v1/networkpolicies"
 PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 #: After becoming active, how long to wait for Kopf's fresh listing before trusting its indexes.
 RESUME_SETTLE = 10.0
 
@@ -182,6 +183,9 @@ async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
         if RUNTIME.peering is not None:
             by_name = {"fieldSelector": f"metadata.name={RUNTIME.peering}"}
             tasks.append(watch.run(client, PEERINGS, gate, by_name))
+        if reconciler.reports is not None:  # the report CRD, installed now or later
+            presence = reconciler.reports.presence
+            tasks.append(watch.run(client, CRDS, presence, presence.params))
         await asyncio.gather(*tasks)
 
     reconciler.start(watches)

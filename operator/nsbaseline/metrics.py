@@ -30,6 +30,13 @@ REPAIR_SECONDS = Histogram(
     "From noticing drift (the watch event) to the restoring write.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+REPORTS_PENDING = Gauge(
+    "nsbaseline_reports_pending",
+    "Namespaces whose compliance report is yet to be compared or written (0 without its CRD).",
+)
+REPORTS_STORED = Gauge(
+    "nsbaseline_reports_stored", "Compliance reports of ours known to exist in the cluster."
+)
 
 
 def serve(port: int) -> None:

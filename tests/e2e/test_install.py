@@ -142,6 +142,8 @@ def test_rbac_binds_the_least_privilege_cluster_role_to_the_service_account(
         (("",), ("events",)): {"create"},
         (("kopf.dev",), ("clusterkopfpeerings",)): {"get", "list", "watch", "patch", "create"},
         (("apiextensions.k8s.io",), ("customresourcedefinitions",)): {"list", "watch"},
+        (("wgpolicyk8s.io",), ("policyreports",)): {"list", "create", "patch", "delete"},
+        (("openreports.io",), ("reports",)): {"list", "create", "patch", "delete"},
     }
     binding = cluster.get("clusterrolebinding", "nsbaseline")
     assert binding["roleRef"]["name"] == "nsbaseline"

@@ -9,6 +9,7 @@ the suite uses.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from tests.support.deploy import (
     operator_as_service_account,
 )
 from tests.support.kube import Cluster, baseline_policy, wait_for
+from tests.support.reports import report_crds
 
 pytestmark = pytest.mark.e2e
 
@@ -27,8 +29,12 @@ TEST_LABEL = "nsbaseline-test/least-privilege"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def installed(cluster: Cluster) -> None:
+def installed(cluster: Cluster) -> Iterator[None]:
+    """deploy/base, and the report CRDs: the operator run below writes reports too, and
+    ``kubectl auth can-i`` knows a resource's group only while its CRD exists."""
     install_base(cluster)
+    with report_crds(cluster, "wgpolicyk8s", "openreports"):
+        yield
 
 
 def _pieces(cluster: Cluster, ns: str, policy: str) -> set[str]:
@@ -76,6 +82,13 @@ def test_operator_with_only_its_service_account_converges_repairs_reports_and_cl
         # Events: posted in the namespace.
         wait_for(lambda: cluster.events(ns, "Applied"), 60, what="an Applied event")
 
+        # Compliance report: listed, then server-side applied (docs/reports.md).
+        wait_for(
+            lambda: cluster.get("policyreports.wgpolicyk8s.io", "nsbaseline", "-n", ns),
+            60,
+            what="a PolicyReport in the namespace",
+        )
+
         # Drift repair: a deleted object comes back, an edited one is put back.
         dns = f"nsbaseline-{policy}-allow-dns"
         deny = f"nsbaseline-{policy}-default-deny"
@@ -114,6 +127,11 @@ def test_operator_with_only_its_service_account_converges_repairs_reports_and_cl
             90,
             what="the baseline removed after opt-out",
         )
+        wait_for(
+            lambda: cluster.get("policyreports.wgpolicyk8s.io", "nsbaseline", "-n", ns) is None,
+            60,
+            what="the PolicyReport deleted after opt-out",
+        )
 
         assert op.proc is not None and op.proc.poll() is None, op.tail()
         denied = forbidden_lines(op)
@@ -139,6 +157,14 @@ MATRIX: list[tuple[str, str, str, bool]] = [
     ("patch", "clusterkopfpeerings.kopf.dev", "", True),
     ("create", "clusterkopfpeerings.kopf.dev", "", True),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io", "", True),
+    ("list", "policyreports.wgpolicyk8s.io", "", True),
+    ("create", "policyreports.wgpolicyk8s.io", "default", True),
+    ("patch", "policyreports.wgpolicyk8s.io", "default", True),
+    ("delete", "policyreports.wgpolicyk8s.io", "default", True),
+    ("list", "reports.openreports.io", "", True),
+    ("create", "reports.openreports.io", "default", True),
+    ("patch", "reports.openreports.io", "default", True),
+    ("delete", "reports.openreports.io", "default", True),
     # What it must never do.
     ("get", "secrets", "default", False),
     ("list", "secrets", "", False),
@@ -170,6 +196,11 @@ MATRIX: list[tuple[str, str, str, bool]] = [
     ("create", "serviceaccounts/token", "nsbaseline-system", False),
     ("list", "leases.coordination.k8s.io", "", False),
     ("create", "events.events.k8s.io", "default", False),
+    ("update", "policyreports.wgpolicyk8s.io", "default", False),
+    ("deletecollection", "policyreports.wgpolicyk8s.io", "default", False),
+    ("create", "clusterpolicyreports.wgpolicyk8s.io", "", False),
+    ("update", "reports.openreports.io", "default", False),
+    ("create", "clusterreports.openreports.io", "", False),
 ]
 
 

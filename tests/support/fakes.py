@@ -17,13 +17,15 @@ from nsbaseline.observed import ManagedObject
 
 
 class FakeApi:
-    """Writer, StatusWriter and EventSink over a dict of stored NetworkPolicy bodies."""
+    """Writer, StatusWriter, EventSink and ReportWriter over dicts of stored bodies."""
 
     def __init__(self) -> None:
         self.stored: dict[tuple[str, str], dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self.statuses: dict[str, Mapping[str, Any]] = {}
         self.events: list[tuple[str, str]] = []
+        #: (plural, namespace) -> the one report of ours there.
+        self.reports: dict[tuple[str, str], dict[str, Any]] = {}
         self.fail: dict[tuple[str, str], ApiError] = {}
         self._versions = itertools.count(100)
         self._uids = itertools.count(1)
@@ -91,8 +93,28 @@ class FakeApi:
     ) -> None:
         self.events.append((reason, message))
 
+    # ----- compliance reports ----------------------------------------------------------------
+    async def list_reports(
+        self, group: str, version: str, plural: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        self.calls.append(("list-reports", plural))
+        return [dict(b) for (p, _), b in sorted(self.reports.items()) if p == plural]
+
+    async def apply_report(
+        self, group: str, version: str, plural: str, body: Mapping[str, Any]
+    ) -> None:
+        key = (plural, body["metadata"]["namespace"])
+        self._check("apply-report", key)
+        self.reports[key] = dict(body)
+
+    async def delete_report(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> None:
+        self._check("delete-report", (plural, namespace))
+        self.reports.pop((plural, namespace), None)
+
     def writes(self) -> list[tuple[str, str]]:
-        return [c for c in self.calls if c[0] not in ("get", "status")]
+        return [c for c in self.calls if c[0] not in ("get", "status", "list-reports")]
 
     def observed(self, namespace: str) -> list[ManagedObject]:
         """What a label-selected watch would show of ``namespace``."""

@@ -142,6 +142,14 @@ def _preflight(kubeconfig: str | None, context: str | None) -> kube.Credentials:
     help="Seconds between full re-checks of every namespace (a backstop to watches).",
 )
 @click.option(
+    "--reports",
+    type=click.Choice(["wgpolicyk8s", "openreports", "off"]),
+    default="wgpolicyk8s",
+    show_default=True,
+    help="Compliance report per selected namespace, written while its CRD is installed: a "
+    "PolicyReport (wgpolicyk8s.io/v1alpha2) or an OpenReports Report (openreports.io/v1alpha1).",
+)
+@click.option(
     "--log-format", type=click.Choice(["plain", "full", "json"]), default="full", show_default=True
 )
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
@@ -157,6 +165,7 @@ def run(
     metrics_port: int,
     workers: int,
     sweep_interval: float,
+    reports: str,
     log_format: str,
     verbose: bool,
 ) -> None:
@@ -178,7 +187,10 @@ def run(
     handlers.RUNTIME.identity = identity
     handlers.RUNTIME.priority = chosen_priority or 0
     handlers.RUNTIME.settings = Settings(
-        workers=workers, sweep_interval=sweep_interval, templates_dir=templates_dir
+        workers=workers,
+        sweep_interval=sweep_interval,
+        templates_dir=templates_dir,
+        reports=reports,
     )
     # Unreadable template files fail here, at start. A template that does not compile does not:
     # refusing to start would stop every other baseline from being enforced and repaired, so

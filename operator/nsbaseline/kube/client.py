@@ -2,7 +2,7 @@
 
 Creates are POSTs; updates are server-side applies under our field manager (force: we own our
 fields); deletes carry a UID precondition (never a same-named object that replaced ours); status
-is a merge patch; Events are core/v1.
+is a merge patch; Events are core/v1; compliance reports are server-side applied.
 """
 
 from __future__ import annotations
@@ -124,6 +124,39 @@ class KubeClient(Transport):
             body={"status": status},
             content_type="application/merge-patch+json",
         )
+
+    # ----- compliance reports (PolicyReport or OpenReports Report) ----------------------------
+    async def list_reports(
+        self, group: str, version: str, plural: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        """Every report of that kind carrying ``label_selector``, in all namespaces (paginated)."""
+        params = {"labelSelector": label_selector}
+        return (await self.list_all(f"/apis/{group}/{version}/{plural}", params))[0]
+
+    async def apply_report(
+        self, group: str, version: str, plural: str, body: Mapping[str, Any]
+    ) -> None:
+        """Server-side apply one report as field manager ``nsbaseline`` (creates it if missing)."""
+        meta = body["metadata"]
+        await self.request(
+            "PATCH",
+            f"/apis/{group}/{version}/namespaces/{meta['namespace']}/{plural}/{meta['name']}",
+            params={"fieldManager": names.FIELD_MANAGER, "force": "true"},
+            body=body,
+            content_type="application/apply-patch+yaml",
+        )
+
+    async def delete_report(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> None:
+        """Delete one report; one already gone is fine."""
+        try:
+            await self.request(
+                "DELETE", f"/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}"
+            )
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
 
     # ----- Events ---------------------------------------------------------------------------
     async def post_event(

@@ -11,7 +11,8 @@ whole story of that namespace (:meth:`Reconciler.reconcile`):
    yet, plus foreign holders of our names learned from earlier answers;
 4. plan (pure): the writes, in a safe order, or nothing when all is in place;
 5. send the writes (the executor);
-6. assess how each policy stands (pure) and hand that to the status book and the Events.
+6. assess how each policy stands (pure) and hand that to the status book and the Events (and,
+   when a report CRD is installed, the results per piece to the report book).
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ from nsbaseline.reconcile.executor import ForeignHolders, WriteExecutor, Writer
 from nsbaseline.reconcile.gate import ActiveGate
 from nsbaseline.reconcile.objects import ObservedObjects
 from nsbaseline.reconcile.queue import WorkQueue
+from nsbaseline.reconcile.report_book import ReportBook, ReportWriter
 from nsbaseline.reconcile.status_book import StatusBook, StatusWriter
 from nsbaseline.reconcile.written import WriteCache
 from nsbaseline.render import TemplateSet, render_policy
+from nsbaseline.reports import FORMATS, namespace_results
 from nsbaseline.selection import policies_for
 
 logger = logging.getLogger("nsbaseline")
@@ -52,7 +55,7 @@ class ClusterView(Protocol):
     def policies(self) -> dict[str, BaselinePolicy]: ...
 
 
-class Api(Writer, StatusWriter, EventSink, Protocol):
+class Api(Writer, StatusWriter, EventSink, ReportWriter, Protocol):
     """Everything the reconciler asks of the API server."""
 
 
@@ -64,6 +67,9 @@ class Settings:
     event_workers: int = 2
     templates_dir: Path | None = None
     max_backoff: float = 60.0
+    #: Compliance reports: "wgpolicyk8s" (PolicyReport), "openreports" (Report) or "off".
+    reports: str = "wgpolicyk8s"
+    reports_interval: float = 1.0
 
 
 def _utcnow() -> datetime.datetime:
@@ -91,6 +97,10 @@ class Reconciler:
         self.executor = WriteExecutor(api, self.written, self.foreign, self._written)
         self.status = StatusBook(api, self.cluster.policies, clock)
         self.events = EventRecorder(api, self._policy_uid, self.queue.idle.wait)
+        fmt = FORMATS.get(self.settings.reports)
+        self.reports: ReportBook | None = None
+        if fmt is not None:
+            self.reports = ReportBook(api, fmt, clock, self.queue.idle)
         self.gate = gate or ActiveGate(None)
         #: Set once Kopf has listed namespaces and policies (its first event) — see handlers.
         self.cluster_ready = asyncio.Event()
@@ -122,6 +132,10 @@ class Reconciler:
             p.name: assess(plan, p, now, failed=result.failed, executed=True) for p in selecting
         }
         self.status.record(namespace, assessments)
+        if self.reports is not None:
+            in_place = {o.name for o in watched}
+            results = namespace_results(plan, selecting, assessments, now, in_place)
+            self.reports.record(namespace, results)
         self._announce(plan, result.done, assessments)
         metrics.RECONCILE_SECONDS.observe(time.monotonic() - t0)
         outcome = "error" if result.failed else ("changed" if result.done else "unchanged")
@@ -168,6 +182,8 @@ class Reconciler:
         self.written.forget_namespace(namespace)
         self.foreign.forget_namespace(namespace)
         self.events.forget_namespace(namespace)
+        if self.reports is not None:
+            self.reports.forget(namespace)
 
     def _policy_uid(self, name: str) -> str | None:
         policy = self.cluster.policies().get(name)
@@ -226,6 +242,8 @@ class Reconciler:
         coros: list[Any] = [self._worker() for _ in range(self.settings.workers)]
         coros += [self.events.run() for _ in range(self.settings.event_workers)]
         coros += [self._status_loop(), self._sweep_loop()]
+        if self.reports is not None:
+            coros.append(self.reports.run(self.gate.active, self.settings.reports_interval))
         if watch is not None:
             coros.append(watch())
         self._tasks = [asyncio.create_task(c) for c in coros]
