@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from hack import gen_admission
-from nsbaseline import cli, lint, widening, widening_codes
+from nsbaseline import cli, lint, lint_findings, widening, widening_codes
 from tests.support.widening_cases import CASES, PROFILES, Case, netpol, policy
 
 SELECTOR = {"matchLabels": {"guardrail-test": "on"}}
@@ -33,7 +33,7 @@ def _namespace(name: str, case: Case, labels: dict[str, str] | None = None) -> d
     }
 
 
-def _widenings(docs: list[dict[str, Any]]) -> list[lint.Finding]:
+def _widenings(docs: list[dict[str, Any]]) -> list[lint_findings.Finding]:
     located = [lint.Located(d, "cases.yaml") for d in docs]
     return [f for f in lint.lint(located) if f.code in widening_codes.CODES]
 
