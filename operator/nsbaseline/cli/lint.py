@@ -25,7 +25,8 @@ from nsbaseline.cli.common import (
 from nsbaseline.lint_context import DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR, Context, context_from
 from nsbaseline.lint_findings import Finding
 from nsbaseline.model import BaselinePolicy, Namespace
-from nsbaseline.render import TEMPLATE_SUFFIX, TemplateSet, builtin_template_dir, render_policy
+from nsbaseline.policy_render import render_policy
+from nsbaseline.render import TEMPLATE_SUFFIX, TemplateSet, builtin_template_dir
 from nsbaseline.schema import SpecError
 
 
