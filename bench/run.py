@@ -54,7 +54,8 @@ from watcher import ABSENT, AllMatch, Key, Restored, Watcher  # noqa: E402
 from nsbaseline import canonical, names  # noqa: E402
 from nsbaseline.model import BaselinePolicy, Namespace  # noqa: E402
 from nsbaseline.plan import with_hash  # noqa: E402
-from nsbaseline.render import TemplateSet, render_policy  # noqa: E402
+from nsbaseline.policy_render import render_policy  # noqa: E402
+from nsbaseline.render import TemplateSet  # noqa: E402
 
 POLICY = "bench"
 PIECES = ("allow-dns", "allow-monitoring", "allow-ingress-controller", "default-deny")

@@ -11,7 +11,7 @@ template of the Helm chart (both off by default):
 The CEL is generated here rather than written by hand because the same pieces recur (a label
 selector evaluated against old and new labels, port lists) and because the guardrail's messages
 must be word for word those of :mod:`nsbaseline.widening`, which ``nsbaseline lint`` prints: each
-message below is built from ``widening.MESSAGES``.
+message below is built from ``widening_codes.MESSAGES``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from nsbaseline import names, protections, widening
+from nsbaseline import names, protections, widening_codes
 
 REPO = Path(__file__).resolve().parent.parent
 COMPONENTS = REPO / "deploy" / "components"
@@ -455,7 +455,7 @@ def opt_in_guard(users: str, groups: str) -> list[dict[str, Any]]:
 
 # ----- the guardrail ----------------------------------------------------------------------------
 def guardrail(users: str, groups: str) -> list[dict[str, Any]]:
-    message = widening.MESSAGES
+    message = widening_codes.MESSAGES
     ns = "namespaceObject.metadata.name"
     where = (
         "'NetworkPolicy ' + object.metadata.namespace + '/' + "
@@ -542,8 +542,8 @@ def guardrail(users: str, groups: str) -> list[dict[str, Any]]:
         },
     ]
     for key, annotation in (
-        ("monitoring", widening.MONITORING_PORTS_ANNOTATION),
-        ("ingressController", widening.INGRESS_PORTS_ANNOTATION),
+        ("monitoring", widening_codes.MONITORING_PORTS_ANNOTATION),
+        ("ingressController", widening_codes.INGRESS_PORTS_ANNOTATION),
     ):
         variables.append(
             {

@@ -18,68 +18,27 @@ Checks (code, severity):
 * ``invalid-policy`` (error): a BaselinePolicy spec with a value of the wrong type (the API
   server would refuse it).
 
-Findings carry a file and line: :func:`~nsbaseline.located.load_with_lines` keeps the YAML marks
-of every key.
+Findings (:mod:`nsbaseline.lint_findings`) carry a file and line:
+:func:`~nsbaseline.located.load_with_lines` keeps the YAML marks of every key. What is known about
+the cluster besides the policies comes in a :class:`~nsbaseline.lint_context.Context`.
 """
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from nsbaseline import names, widening
 from nsbaseline.evaluator import REPRESENTATIVE, Endpoint, NetworkPolicy, Pod, World
 from nsbaseline.explain import dns_pod
+from nsbaseline.lint_context import Context, kind_of
+from nsbaseline.lint_findings import Finding, Severity
 from nsbaseline.located import Located, Path, load_with_lines, rendered
-from nsbaseline.model import Namespace
 from nsbaseline.peers import is_all, networks, peer_covers
 from nsbaseline.schema import SpecError, format_path
 from nsbaseline.selection import selector_matches
 from nsbaseline.spec import BaselinePolicySpec
-
-Severity = Literal["error", "warning"]
-DEFAULT_POD_CIDR = "10.244.0.0/16"
-DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
-
-
-@dataclass(frozen=True)
-class Finding:
-    severity: Severity
-    code: str
-    message: str
-    file: str
-    line: int | None = None
-    path: str = ""
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        at = f" ({self.path})" if self.path else ""
-        return f"{where}: {self.severity}: {self.message}{at} [{self.code}]"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "severity": self.severity,
-            "code": self.code,
-            "message": self.message,
-            "file": self.file,
-            "line": self.line,
-            "path": self.path,
-        }
-
-
-@dataclass
-class Context:
-    """What is known about the cluster: used for no-match and for the DNS check."""
-
-    namespaces: list[Namespace] = field(default_factory=list)
-    pods: list[Pod] = field(default_factory=list)
-    pod_cidrs: tuple[str, ...] = (DEFAULT_POD_CIDR,)
-    service_cidrs: tuple[str, ...] = (DEFAULT_SERVICE_CIDR,)
-    #: The time to judge exceptions' expiry at (None: not judged). Passed in, never read here.
-    now: datetime.datetime | None = None
 
 
 class Linter:
@@ -96,7 +55,7 @@ class Linter:
         )
 
     def run(self) -> list[Finding]:
-        policies = [d for d in self.docs if _kind(d.data) == "NetworkPolicy"]
+        policies = [d for d in self.docs if kind_of(d.data) == "NetworkPolicy"]
         for doc in policies:
             self._policy(doc)
             # What the guardrail admission policy refuses, in its words (nsbaseline.widening).
@@ -104,7 +63,7 @@ class Linter:
                 self.add(doc, "error", w.code, w.text, w.path)
         self._dns(policies)
         for doc in self.docs:
-            if _kind(doc.data) == names.KIND:
+            if kind_of(doc.data) == names.KIND:
                 self._exemptions(doc)
         return sorted(self.findings, key=lambda f: (f.file, f.line or 0, f.code))
 
@@ -291,10 +250,6 @@ class Linter:
                 )
 
 
-def _kind(data: Any) -> str:
-    return str(data.get("kind", "")) if isinstance(data, Mapping) else ""
-
-
 def _selector_keys(selector: Mapping[str, Any]) -> list[str]:
     keys = [str(k) for k in selector.get("matchLabels") or {}]
     keys += [str(e.get("key")) for e in selector.get("matchExpressions") or []]
@@ -313,24 +268,8 @@ def lint(docs: Sequence[Located], context: Context | None = None) -> list[Findin
     return Linter(docs, context or Context()).run()
 
 
-def context_from(docs: Iterable[Located], base: Context) -> Context:
-    """Add the Namespaces and Pods found among ``docs`` to ``base``."""
-    for doc in docs:
-        kind = _kind(doc.data)
-        if kind == "Namespace":
-            base.namespaces.append(Namespace.from_body(doc.data))
-        elif kind == "Pod":
-            base.pods.append(Pod.from_body(doc.data))
-    return base
-
-
 __all__ = [
-    "DEFAULT_POD_CIDR",
-    "DEFAULT_SERVICE_CIDR",
-    "Context",
-    "Finding",
     "Located",
-    "context_from",
     "lint",
     "load_with_lines",
     "rendered",

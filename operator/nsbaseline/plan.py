@@ -15,7 +15,8 @@ from typing import Any, Literal
 from nsbaseline import canonical, names
 from nsbaseline.model import BaselinePolicy, Namespace
 from nsbaseline.observed import ManagedObject, spec_digest
-from nsbaseline.render import PolicyRender, RenderedObject, RenderError
+from nsbaseline.policy_render import PolicyRender
+from nsbaseline.render import RenderedObject, RenderError
 
 HASH_ANNOTATION = names.ANNOTATION_PREFIX + "applied-hash"
 

@@ -9,10 +9,8 @@ exactly one NetworkPolicy for the target namespace (:mod:`nsbaseline.rendered`).
 
 from __future__ import annotations
 
-import datetime
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import jinja2
 import jinja2.meta
 import jinja2.nodes
 
-from nsbaseline import exemptions, names
+from nsbaseline import names
 from nsbaseline.model import BaselinePolicy, Namespace
 from nsbaseline.params import ParamError, namespace_params
 from nsbaseline.rendered import (
@@ -274,54 +272,8 @@ def _template_values(policy: BaselinePolicy, name: str) -> dict[str, Any]:
     return {}
 
 
-def pieces_of(policy: BaselinePolicy) -> list[str]:
-    """Every template a policy renders: the built-ins, then its extra templates by name."""
-    extra = sorted(t.name for t in policy.spec.templates or ())
-    return [*names.BUILTIN_PIECES, *(e for e in extra if e not in names.BUILTIN_PIECES)]
-
-
-@dataclass(frozen=True)
-class PolicyRender:
-    """Everything one policy wants in one namespace, or the errors that stopped it."""
-
-    policy: BaselinePolicy
-    objects: tuple[RenderedObject, ...]
-    errors: tuple[RenderError, ...]
-
-
-def render_policy(
-    templates: TemplateSet,
-    namespace: Namespace,
-    policy: BaselinePolicy,
-    now: datetime.datetime,
-) -> PolicyRender:
-    """Render all pieces of ``policy`` for ``namespace``, collecting every error.
-
-    Pieces held back by an exception active at ``now`` are left out, so the plan removes them
-    like any piece the policy no longer wants. Time is an argument: this module reads no clock.
-    """
-    objects: list[RenderedObject] = []
-    errors: list[RenderError] = []
-    held_back = exemptions.held_back(policy.spec, namespace.name, now)
-    for piece in pieces_of(policy):
-        if piece in held_back:
-            continue
-        try:
-            rendered = templates.render(piece, namespace, policy)
-        except RenderError as exc:
-            exc.policy_name = policy.name
-            errors.append(exc)
-            continue
-        if rendered is not None:
-            objects.append(rendered)
-    return PolicyRender(policy, tuple(objects), tuple(errors))
-
-
 __all__ = [
-    "PolicyRender",
     "RenderError",
     "RenderedObject",
     "TemplateSet",
-    "pieces_of",
-    "render_policy",
 ]

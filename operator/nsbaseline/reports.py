@@ -29,7 +29,7 @@ from nsbaseline import canonical, exemptions, names
 from nsbaseline.assessment import Assessment
 from nsbaseline.model import BaselinePolicy
 from nsbaseline.plan import Plan
-from nsbaseline.render import pieces_of
+from nsbaseline.policy_render import pieces_of
 
 ResultValue = Literal["pass", "fail", "warn", "skip"]
 #: Every result value the report APIs know, in the order of their ``summary``.

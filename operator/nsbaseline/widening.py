@@ -4,8 +4,8 @@ NetworkPolicy v1 is additive: a tenant who may create NetworkPolicies can always
 baseline closed. The optional guardrail (a ValidatingAdmissionPolicy, ``deploy/components/
 guardrail``) refuses such policies at admission; ``nsbaseline lint`` reports them offline. Both
 follow the rules in this module, with the same words: ``hack/gen_admission.py`` writes the CEL
-from the message templates below, and one table of cases in the tests drives both (see
-``tests/support/widening_cases.py``).
+from the message templates of :mod:`nsbaseline.widening_codes`, and one table of cases in the
+tests drives both (see ``tests/support/widening_cases.py``).
 
 A NetworkPolicy in a namespace that an Enforce-mode BaselinePolicy selects is refused when it:
 
@@ -40,6 +40,11 @@ from typing import Any
 from nsbaseline import names
 from nsbaseline.selection import selector_matches
 from nsbaseline.spec import defaulted
+from nsbaseline.widening_codes import (
+    INGRESS_PORTS_ANNOTATION,
+    MESSAGES,
+    MONITORING_PORTS_ANNOTATION,
+)
 from nsbaseline.widening_terms import (
     allowed_networks,
     allowed_ports,
@@ -55,68 +60,6 @@ from nsbaseline.widening_terms import (
 #: A JSON path inside the NetworkPolicy, as a tuple (``("spec", "ingress", 0, "from")``).
 Path = tuple[str | int, ...]
 
-INGRESS_FROM_ANYWHERE = "ingress-from-anywhere"
-INGRESS_FROM_ALL_NAMESPACES = "ingress-from-all-namespaces"
-MONITORING_PORTS = "monitoring-ports"
-INGRESS_CONTROLLER_PORTS = "ingress-controller-ports"
-EGRESS_TO_ANYWHERE = "egress-to-anywhere"
-EGRESS_TO_ALL_NAMESPACES = "egress-to-all-namespaces"
-EGRESS_IPBLOCK_OUTSIDE_POLICY = "egress-ipblock-outside-policy"
-EGRESS_IPBLOCK_PORTS = "egress-ipblock-ports"
-
-#: The message templates, in evaluation order (the admission policy's validations follow this
-#: order). Placeholders: {policy} BaselinePolicy name, {namespace} the NetworkPolicy's namespace,
-#: {cidr} an ipBlock, {peer} the peer namespace's role and name, {ports} the ports a rule opens,
-#: {allowed} what the BaselinePolicy allows.
-MESSAGES: tuple[tuple[str, str], ...] = (
-    (
-        INGRESS_FROM_ANYWHERE,
-        "allows ingress from every source, which BaselinePolicy {policy} denies in namespace "
-        "{namespace}; list the allowed sources under from",
-    ),
-    (
-        INGRESS_FROM_ANYWHERE,
-        "allows ingress from every address ({cidr}), which BaselinePolicy {policy} denies in "
-        "namespace {namespace}; allow specific networks or pods instead",
-    ),
-    (
-        INGRESS_FROM_ALL_NAMESPACES,
-        "allows ingress from every namespace, which BaselinePolicy {policy} denies in namespace "
-        "{namespace}; select namespaces by kubernetes.io/metadata.name",
-    ),
-    (
-        MONITORING_PORTS,
-        "allows the monitoring namespace {peer} on {ports}, beyond what BaselinePolicy {policy} "
-        "allows it ({allowed})",
-    ),
-    (
-        INGRESS_CONTROLLER_PORTS,
-        "allows the ingress controller namespace {peer} on {ports}, beyond what BaselinePolicy "
-        "{policy} allows it ({allowed})",
-    ),
-    (
-        EGRESS_TO_ANYWHERE,
-        "allows egress to every destination, which BaselinePolicy {policy} denies in namespace "
-        "{namespace}; list the allowed destinations under to",
-    ),
-    (
-        EGRESS_TO_ALL_NAMESPACES,
-        "allows egress to every namespace, which BaselinePolicy {policy} denies in namespace "
-        "{namespace}; select namespaces by kubernetes.io/metadata.name",
-    ),
-    (
-        EGRESS_IPBLOCK_OUTSIDE_POLICY,
-        "allows egress to {cidr}, outside the networks BaselinePolicy {policy} allows ({allowed})",
-    ),
-    (
-        EGRESS_IPBLOCK_PORTS,
-        "allows egress to {cidr} on {ports}, beyond the ports BaselinePolicy {policy} allows there",
-    ),
-)
-CODES = tuple(dict.fromkeys(code for code, _ in MESSAGES))
-MONITORING_PORTS_ANNOTATION = names.ANNOTATION_PREFIX + "monitoring-ports"
-INGRESS_PORTS_ANNOTATION = names.ANNOTATION_PREFIX + "ingress-ports"
-
 
 @dataclass(frozen=True)
 class Widening:
@@ -126,7 +69,8 @@ class Widening:
     path: Path
     text: str
     policy: str
-    #: Index into :data:`MESSAGES`: the admission policy's validation that refuses it.
+    #: Index into :data:`~nsbaseline.widening_codes.MESSAGES`: the admission policy's validation
+    #: that refuses it.
     check: int
 
     @property
@@ -308,8 +252,6 @@ def _check(
 
 
 __all__ = [
-    "CODES",
-    "MESSAGES",
     "NamespaceView",
     "Widening",
     "for_documents",

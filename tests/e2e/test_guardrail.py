@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from nsbaseline import lint, widening
+from nsbaseline import lint, widening, widening_codes
 from tests.support.deploy import OPERATOR_USER, as_user, install_base, token_kubeconfig
 from tests.support.gate import component_objects
 from tests.support.kube import E2E_DIR, REPO, TEST_LABEL, Cluster, manifest, wait_for
@@ -137,7 +137,7 @@ def _lint(env: Env, body: dict[str, Any]) -> list[widening.Widening]:
     reported = {
         (f.code, f.path, f.message)
         for f in lint.lint([lint.Located(d, "cases.yaml") for d in docs])
-        if f.code in widening.CODES
+        if f.code in widening_codes.CODES
     }
     assert {(w.code, w.field, w.text) for w in found} == reported, "lint and widening disagree"
     return found

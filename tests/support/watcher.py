@@ -390,7 +390,8 @@ def expected_objects(
 ) -> dict[str, dict[str, Mapping[str, Any]]]:
     """namespace -> object name -> desired body, rendered by the operator's own pure core."""
     from nsbaseline.model import BaselinePolicy, Namespace
-    from nsbaseline.render import TemplateSet, render_policy
+    from nsbaseline.policy_render import render_policy
+    from nsbaseline.render import TemplateSet
 
     policy = BaselinePolicy.from_body(policy_body)
     templates = TemplateSet()

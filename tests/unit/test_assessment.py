@@ -6,7 +6,8 @@ import datetime
 
 from nsbaseline.assessment import Failure, assess
 from nsbaseline.plan import build_plan
-from nsbaseline.render import TemplateSet, render_policy
+from nsbaseline.policy_render import render_policy
+from nsbaseline.render import TemplateSet
 from tests.support.builders import opted_in, policy
 
 NOW = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)

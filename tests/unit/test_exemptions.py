@@ -7,7 +7,8 @@ from typing import Any
 
 from nsbaseline import exemptions
 from nsbaseline.model import BaselinePolicy, Namespace
-from nsbaseline.render import TemplateSet, render_policy
+from nsbaseline.policy_render import render_policy
+from nsbaseline.render import TemplateSet
 from nsbaseline.spec import BaselinePolicySpec
 
 UTC = datetime.UTC

@@ -10,7 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from nsbaseline.cli import main
-from nsbaseline.lint import Context, Finding, lint, load_with_lines
+from nsbaseline.lint import lint, load_with_lines
+from nsbaseline.lint_context import Context
+from nsbaseline.lint_findings import Finding
 
 NAMESPACE_AND_POD = """\
 apiVersion: v1
@@ -40,7 +42,7 @@ def findings(text: str, with_context: bool = False) -> list[Finding]:
     docs = load_with_lines(text, "f.yaml")
     context = Context()
     if with_context:
-        from nsbaseline.lint import context_from
+        from nsbaseline.lint_context import context_from
 
         context = context_from(docs, context)
     return lint(docs, context)

@@ -16,7 +16,8 @@ from nsbaseline.plan import (
     in_sync,
     with_hash,
 )
-from nsbaseline.render import PolicyRender, RenderedObject, TemplateSet, render_policy
+from nsbaseline.policy_render import PolicyRender, render_policy
+from nsbaseline.render import RenderedObject, TemplateSet
 from tests.support.builders import NOW, foreign, in_cluster, opted_in, policy
 
 NS = opted_in("team-a")

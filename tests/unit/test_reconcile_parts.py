@@ -15,13 +15,14 @@ from nsbaseline import names
 from nsbaseline.kube.errors import ApiError
 from nsbaseline.observed import ManagedObject
 from nsbaseline.plan import Action, build_plan, with_hash
+from nsbaseline.policy_render import render_policy
 from nsbaseline.reconcile.executor import ForeignHolders, WriteExecutor
 from nsbaseline.reconcile.gate import blocking_peers
 from nsbaseline.reconcile.objects import ObservedObjects
 from nsbaseline.reconcile.queue import WorkQueue
 from nsbaseline.reconcile.reconciler import Reconciler
 from nsbaseline.reconcile.written import WriteCache
-from nsbaseline.render import TemplateSet, render_policy
+from nsbaseline.render import TemplateSet
 from tests.support.builders import NOW, opted_in, policy
 from tests.support.fakes import FakeApi, FakeCluster
 

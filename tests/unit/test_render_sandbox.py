@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from nsbaseline.model import Namespace
-from nsbaseline.render import RenderError, TemplateSet, render_policy
+from nsbaseline.policy_render import render_policy
+from nsbaseline.render import RenderError, TemplateSet
 from nsbaseline.sandbox import MAX_INT_ARGUMENT, MAX_OUTPUT_CHARS
 from tests.support.builders import NOW, netpol_template, policy
 

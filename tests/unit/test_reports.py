@@ -21,7 +21,8 @@ from nsbaseline import names
 from nsbaseline.assessment import assess
 from nsbaseline.model import BaselinePolicy, ManagedObject, Namespace
 from nsbaseline.plan import build_plan
-from nsbaseline.render import TemplateSet, render_policy
+from nsbaseline.policy_render import render_policy
+from nsbaseline.render import TemplateSet
 from nsbaseline.reports import (
     OPEN_REPORT,
     POLICY_REPORT,

@@ -18,7 +18,8 @@ import yaml
 
 from nsbaseline import canonical, names
 from nsbaseline.model import Namespace
-from nsbaseline.render import TemplateSet, builtin_template_dir, render_policy
+from nsbaseline.policy_render import render_policy
+from nsbaseline.render import TemplateSet, builtin_template_dir
 from tests.support.builders import NOW, namespace, opted_in, policy
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from hack import gen_admission
-from nsbaseline import cli, lint, widening
+from nsbaseline import cli, lint, lint_findings, widening, widening_codes
 from tests.support.widening_cases import CASES, PROFILES, Case, netpol, policy
 
 SELECTOR = {"matchLabels": {"guardrail-test": "on"}}
@@ -33,9 +33,9 @@ def _namespace(name: str, case: Case, labels: dict[str, str] | None = None) -> d
     }
 
 
-def _widenings(docs: list[dict[str, Any]]) -> list[lint.Finding]:
+def _widenings(docs: list[dict[str, Any]]) -> list[lint_findings.Finding]:
     located = [lint.Located(d, "cases.yaml") for d in docs]
-    return [f for f in lint.lint(located) if f.code in widening.CODES]
+    return [f for f in lint.lint(located) if f.code in widening_codes.CODES]
 
 
 def _docs(case: Case, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -67,7 +67,7 @@ def test_namespaces_the_policy_does_not_select_are_never_reported(case: Case) ->
 
 def test_every_rule_has_a_refused_case_in_the_shared_table() -> None:
     refused = {c.expect[0] for c in CASES if c.expect}
-    assert refused == set(widening.CODES)
+    assert refused == set(widening_codes.CODES)
     assert {c.profile for c in CASES} == set(PROFILES)
 
 
@@ -118,7 +118,9 @@ def test_lint_cli_prints_the_guardrail_words_with_file_and_line(tmp_path: Path) 
     result = CliRunner().invoke(cli.main, ["lint", str(path)])
     assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line.startswith(f"{path}:")]
-    guardrail = [line for line in lines if line.rsplit("[", 1)[-1].rstrip("]") in widening.CODES]
+    guardrail = [
+        line for line in lines if line.rsplit("[", 1)[-1].rstrip("]") in widening_codes.CODES
+    ]
     assert len(guardrail) == len(expected)
     for w in expected:
         assert any(
@@ -131,7 +133,7 @@ def test_the_guardrail_messages_are_built_from_the_same_templates() -> None:
     """Every literal fragment of every lint message appears in the guardrail's CEL."""
     text = gen_admission.dump(gen_admission.components()["guardrail"])
     joined = re.sub(r"'\n\+ '|\n", " ", text)  # the YAML wraps long expressions
-    for code, template in widening.MESSAGES:
+    for code, template in widening_codes.MESSAGES:
         assert f"[{code}]" in text
         for fragment in re.split(r"\{\w+\}", template):
             words = fragment.strip()
@@ -147,7 +149,7 @@ def test_the_lint_output_shown_in_the_admission_docs_is_what_lint_prints() -> No
     shown = [
         line.replace(str(repo) + "/", "")
         for line in result.output.splitlines()
-        if line.rsplit("[", 1)[-1].rstrip("]") in widening.CODES
+        if line.rsplit("[", 1)[-1].rstrip("]") in widening_codes.CODES
     ]
     assert len(shown) == 2
     for line in shown:

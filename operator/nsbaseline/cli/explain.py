@@ -32,7 +32,8 @@ from nsbaseline.explain import (
     query,
 )
 from nsbaseline.model import Namespace
-from nsbaseline.render import TemplateSet, render_policy
+from nsbaseline.policy_render import render_policy
+from nsbaseline.render import TemplateSet
 
 
 def _inputs(

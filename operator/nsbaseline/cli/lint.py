@@ -22,8 +22,11 @@ from nsbaseline.cli.common import (
     templates_dir_option,
     with_cluster,
 )
+from nsbaseline.lint_context import DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR, Context, context_from
+from nsbaseline.lint_findings import Finding
 from nsbaseline.model import BaselinePolicy, Namespace
-from nsbaseline.render import TEMPLATE_SUFFIX, TemplateSet, builtin_template_dir, render_policy
+from nsbaseline.policy_render import render_policy
+from nsbaseline.render import TEMPLATE_SUFFIX, TemplateSet, builtin_template_dir
 from nsbaseline.schema import SpecError
 
 
@@ -46,10 +49,8 @@ from nsbaseline.schema import SpecError
     show_default=True,
     help="Namespace BaselinePolicies and templates are rendered for.",
 )
-@click.option("--pod-cidr", multiple=True, default=[lint_.DEFAULT_POD_CIDR], show_default=True)
-@click.option(
-    "--service-cidr", multiple=True, default=[lint_.DEFAULT_SERVICE_CIDR], show_default=True
-)
+@click.option("--pod-cidr", multiple=True, default=[DEFAULT_POD_CIDR], show_default=True)
+@click.option("--service-cidr", multiple=True, default=[DEFAULT_SERVICE_CIDR], show_default=True)
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 @click.option("--strict", is_flag=True, help="Exit non-zero on warnings too.")
 @cluster_options
@@ -70,11 +71,9 @@ def lint(
     if not (files or templates_dir or cluster):
         raise CliError("give files to lint, --templates-dir or --cluster")
     now = datetime.datetime.now(datetime.UTC)  # the clock is read here, at the edge
-    lint_context = lint_.Context(
-        pod_cidrs=tuple(pod_cidr), service_cidrs=tuple(service_cidr), now=now
-    )
+    lint_context = Context(pod_cidrs=tuple(pod_cidr), service_cidrs=tuple(service_cidr), now=now)
     docs: list[lint_.Located] = []
-    findings: list[lint_.Finding] = []
+    findings: list[Finding] = []
     namespace = Namespace(sample).with_name_label()
     templates = TemplateSet(templates_dir)
     for path in files:
@@ -83,7 +82,7 @@ def lint(
         except OSError as exc:
             raise CliError(f"cannot read {path}: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
-            findings.append(lint_.Finding("error", "invalid-yaml", str(exc), str(path)))
+            findings.append(Finding("error", "invalid-yaml", str(exc), str(path)))
             continue
         for doc in located:
             if isinstance(doc.data, dict) and doc.data.get("kind") == names.KIND:
@@ -98,7 +97,7 @@ def lint(
                     for o in rendered.objects
                 ]
                 findings += [
-                    lint_.Finding("error", "render-error", str(e), str(path), line)
+                    Finding("error", "render-error", str(e), str(path), line)
                     for e in rendered.errors
                 ]
         docs += located
@@ -115,7 +114,7 @@ def lint(
                 )
             )
         findings += [
-            lint_.Finding("error", "render-error", str(e), str(templates_dir / e.template))
+            Finding("error", "render-error", str(e), str(templates_dir / e.template))
             for e in rendered.errors
         ]
     if cluster:
@@ -124,7 +123,7 @@ def lint(
             meta = body.get("metadata") or {}
             where = f"{body['kind']} {meta.get('namespace', '')}/{meta.get('name', '')}"
             docs.append(lint_.Located(body, where))
-    lint_context = lint_.context_from(docs, lint_context)
+    lint_context = context_from(docs, lint_context)
     findings += lint_.lint(docs, lint_context)
     if output == "json":
         click.echo(json.dumps([f.as_dict() for f in findings], indent=2))

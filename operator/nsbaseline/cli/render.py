@@ -23,7 +23,8 @@ from nsbaseline.cli.common import (
 )
 from nsbaseline.model import Namespace
 from nsbaseline.plan import build_plan, with_hash
-from nsbaseline.render import RenderedObject, TemplateSet, render_policy
+from nsbaseline.policy_render import render_policy
+from nsbaseline.render import RenderedObject, TemplateSet
 from nsbaseline.selection import policy_selects
 
 

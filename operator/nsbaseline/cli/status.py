@@ -27,8 +27,9 @@ from nsbaseline.cli.common import (
 )
 from nsbaseline.model import BaselinePolicy, ManagedObject, Namespace, is_candidate
 from nsbaseline.plan import build_plan
+from nsbaseline.policy_render import render_policy
 from nsbaseline.protections import protections
-from nsbaseline.render import TemplateSet, render_policy
+from nsbaseline.render import TemplateSet
 from nsbaseline.schema import SpecError
 from nsbaseline.selection import policies_for
 

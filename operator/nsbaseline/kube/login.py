@@ -13,18 +13,16 @@ stack (urllib3) is done here for ours (aiohttp, shared with Kopf's watches): the
 auth-provider tokens renewed when they expire, token files re-read when they change: bound
 ServiceAccount tokens rotate).
 
-Secrets never linger: the loader writes inline certificate and key data to files only because
-Python's ``ssl`` cannot load them from memory; we point it at a private (0700) folder made for
-that one load, build the TLS context, and remove the files and the folder at once.
+Secrets never linger: inline certificate and key data touch the disk only for the one load that
+needs them (:mod:`nsbaseline.kube.kubeconfig`, which also holds the rest of the loader's
+internals).
 """
 
 from __future__ import annotations
 
 import datetime
-import logging
 import os
 import ssl
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,14 @@ from typing import Any
 import aiohttp
 
 from nsbaseline.kube.errors import LoginError
+from nsbaseline.kube.kubeconfig import (
+    cluster_proxy,
+    node_sets,
+    one_line,
+    resolve_path,
+    run_loader,
+    user_path,
+)
 from nsbaseline.kube.proxy import environment_proxy
 from nsbaseline.kube.tls import ssl_context
 from nsbaseline.kube.tokens import EXPIRY_MARGIN, TokenSource
@@ -118,7 +124,7 @@ def _from_kubeconfig(paths: str, context: str | None, *, explicit: bool) -> Cred
     try:
         merged = KubeConfigMerger(paths).config
     except (OSError, ValueError, ConfigException) as exc:
-        raise LoginError(f"cannot read kubeconfig {paths}: {_one_line(exc)}") from exc
+        raise LoginError(f"cannot read kubeconfig {paths}: {one_line(exc)}") from exc
     if merged is None:
         raise LoginError(f"kubeconfig {paths} is empty")
     available = [str(c["name"]) for c in merged.value.get("contexts") or [] if "name" in c]
@@ -143,25 +149,25 @@ def _from_kubeconfig(paths: str, context: str | None, *, explicit: bool) -> Cred
 def _load_context(
     merged: Any, context: str, paths: str, reload: Callable[[], Credentials]
 ) -> Credentials:
-    cfg, loader, context_ssl = _run_loader(merged, context, paths)
+    cfg, loader, context_ssl = run_loader(merged, context, paths)
     user_name = str(loader.current_context["context"].get("user") or "")
     user = loader.user
     header = cfg.api_key.get("BearerToken") or None
     expiry = _aware(getattr(loader, "expiry", None))
     token: TokenSource
-    exec_user = _has(user, "exec")
-    if exec_user or _has(user, "auth-provider"):
+    exec_user = node_sets(user, "exec")
+    if exec_user or node_sets(user, "auth-provider"):
 
         def renew() -> tuple[str | None, datetime.datetime | None]:
-            fresh_cfg, fresh_loader, _ = _run_loader(merged, context, paths)
+            fresh_cfg, fresh_loader, _ = run_loader(merged, context, paths)
             return (
                 fresh_cfg.api_key.get("BearerToken") or None,
                 _aware(getattr(fresh_loader, "expiry", None)),
             )
 
         token = TokenSource(header, expiry=expiry, reload=renew)
-    elif _has(user, "tokenFile") and not _has(user, "token"):
-        token = TokenSource(header, path=_resolve(str(user["tokenFile"]), user_path(loader)))
+    elif node_sets(user, "tokenFile") and not node_sets(user, "token"):
+        token = TokenSource(header, path=resolve_path(str(user["tokenFile"]), user_path(loader)))
     else:
         token = TokenSource(header)
     # An exec plugin may hand out a client certificate instead of a token: it expires as a whole.
@@ -172,7 +178,7 @@ def _load_context(
         token=token,
         # The kubeconfig's own proxy-url only: the library's Configuration also takes HTTPS_PROXY
         # from the environment but ignores NO_PROXY when it does; we apply both ourselves.
-        proxy=_cluster_proxy(loader) or environment_proxy(str(cfg.host)),
+        proxy=cluster_proxy(loader) or environment_proxy(str(cfg.host)),
         user=user_name,
         context=context,
         origin=paths,
@@ -180,112 +186,6 @@ def _load_context(
         expiration=cert_expiry,
         reload=reload,
     )
-
-
-def _cluster_proxy(loader: Any) -> str | None:
-    """The ``proxy-url`` of the context's cluster in the kubeconfig, if it sets one."""
-    cluster = getattr(loader, "_cluster", None)
-    value = cluster.safe_get("proxy-url") if cluster is not None else None
-    return str(value) if value else None
-
-
-def _has(node: Any, key: str) -> bool:
-    """Whether a kubeconfig node (the library's ConfigNode, or None) sets ``key``."""
-    return node is not None and bool(node.safe_get(key))
-
-
-def user_path(loader: Any) -> str | None:
-    """The kubeconfig file the current user came from (relative paths resolve against it)."""
-    path = getattr(loader.user, "path", None)
-    return str(path) if path else None
-
-
-def _resolve(path: str, base_file: str | None) -> Path:
-    candidate = Path(os.path.expanduser(path))
-    if candidate.is_absolute() or base_file is None:
-        return candidate
-    return Path(os.path.dirname(os.path.abspath(base_file))) / candidate
-
-
-def _loader_class() -> type[Any]:
-    from kubernetes.config.kube_config import KubeConfigLoader
-
-    class Loader(KubeConfigLoader):  # type: ignore[misc]
-        """The library's loader, except that a failing exec plugin is an error.
-
-        The library logs the plugin's failure and carries on without credentials, so every
-        request then runs as ``system:anonymous`` — the confusing 403 users report.
-        """
-
-        @property
-        def user(self) -> Any:
-            return self._user
-
-        def _load_from_exec_plugin(self) -> Any:
-            if not self._user or "exec" not in self._user:
-                return None
-            capture = _ErrorCapture()
-            root = logging.getLogger()
-            root.addHandler(capture)
-            try:
-                result = super()._load_from_exec_plugin()
-            finally:
-                root.removeHandler(capture)
-            if not result:
-                command = self._user["exec"].safe_get("command") or "?"
-                user = self._current_context["context"].safe_get("user")
-                problem = capture.message or "it printed no token and no client certificate"
-                raise LoginError(f"exec plugin {command!r} of user {user!r} failed: {problem}")
-            return result
-
-    return Loader
-
-
-class _ErrorCapture(logging.Handler):
-    """Collects the loader's logged error about an exec plugin (it logs instead of raising)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.message = ""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if text.startswith("exec") and not self.message:
-            self.message = _one_line(text)
-
-
-def _run_loader(merged: Any, context: str, paths: str) -> tuple[Any, Any, ssl.SSLContext]:
-    """Run the library's loader once; returns its configuration, itself and our TLS context.
-
-    Inline key material lands in a private folder made for this call and is gone when it
-    returns (the TLS context keeps what it needs in memory).
-    """
-    from kubernetes.client import Configuration
-    from kubernetes.config import kube_config
-    from kubernetes.config.config_exception import ConfigException
-
-    with tempfile.TemporaryDirectory(prefix="nsbaseline-login-") as private:
-        os.chmod(private, 0o700)
-        loader = _loader_class()(
-            config_dict=merged,
-            active_context=context,
-            config_base_path=None,
-            temp_file_path=private,
-        )
-        cfg = type.__call__(Configuration)
-        try:
-            loader.load_and_set(cfg)
-            context_ssl = ssl_context(cfg)
-        except LoginError:
-            raise
-        except (ConfigException, OSError, ValueError, KeyError, ssl.SSLError) as exc:
-            raise LoginError(
-                f"cannot use context {context!r} of kubeconfig {paths}: {_one_line(exc)}"
-            ) from exc
-        finally:
-            # The library caches the names of the files it wrote; forget them with the files.
-            kube_config._cleanup_temp_files()
-    return cfg, loader, context_ssl
 
 
 # ----- in-cluster -----------------------------------------------------------------------------
@@ -305,7 +205,7 @@ def _in_cluster(env: Mapping[str, str]) -> Credentials:
         loader.load_and_set(cfg)
         context_ssl = ssl_context(cfg)
     except (ConfigException, OSError, ssl.SSLError) as exc:
-        raise LoginError(f"cannot use the pod's ServiceAccount: {_one_line(exc)}") from exc
+        raise LoginError(f"cannot use the pod's ServiceAccount: {one_line(exc)}") from exc
     try:
         namespace = (SERVICE_ACCOUNT_DIR / "namespace").read_text().strip() or "default"
     except OSError:
@@ -325,11 +225,6 @@ def _aware(value: Any) -> datetime.datetime | None:
     if not isinstance(value, datetime.datetime):
         return None
     return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
-
-
-def _one_line(exc: BaseException | str) -> str:
-    text = str(exc).strip() or (type(exc).__name__ if isinstance(exc, BaseException) else "")
-    return " ".join(text.split())
 
 
 __all__ = ["Credentials", "LoginError", "TokenSource", "load"]

@@ -32,6 +32,7 @@ from nsbaseline.assessment import Assessment, assess
 from nsbaseline.model import BaselinePolicy, Namespace
 from nsbaseline.observed import ManagedObject
 from nsbaseline.plan import Action, Plan, build_plan
+from nsbaseline.policy_render import render_policy
 from nsbaseline.reconcile.events import EventRecorder, EventSink
 from nsbaseline.reconcile.executor import ForeignHolders, WriteExecutor, Writer
 from nsbaseline.reconcile.gate import ActiveGate
@@ -40,7 +41,7 @@ from nsbaseline.reconcile.queue import WorkQueue
 from nsbaseline.reconcile.report_book import ReportBook, ReportWriter
 from nsbaseline.reconcile.status_book import StatusBook, StatusWriter
 from nsbaseline.reconcile.written import WriteCache
-from nsbaseline.render import TemplateSet, render_policy
+from nsbaseline.render import TemplateSet
 from nsbaseline.reports import FORMATS, namespace_results
 from nsbaseline.selection import policies_for
 
