@@ -79,7 +79,10 @@ def _canary_refused(cluster: Cluster) -> bool:
     proc = cluster.kubectl(
         "delete", "networkpolicy", "nsbaseline-canary-allow-dns", "-n", CANARY, check=False
     )
-    return proc.returncode != 0 and DELETION_ORDER_VAP_NAME in proc.stderr
+    # Anything else is kept as the reason (wait_for reports the last one when it gives up).
+    assert proc.returncode != 0, f"the delete went through: {proc.stdout.strip()}"
+    assert DELETION_ORDER_VAP_NAME in proc.stderr, f"refused by another: {proc.stderr.strip()}"
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +103,7 @@ def admission(cluster: Cluster) -> Iterator[None]:
     try:
         wait_for(
             lambda: _canary_refused(cluster),
-            60,
+            120,
             interval=1,
             what=f"{DELETION_ORDER_VAP_NAME} to refuse deleting allow-dns before default-deny "
             "(if it never does, see kubernetes/kubernetes#130887)",
