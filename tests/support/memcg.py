@@ -71,13 +71,16 @@ class MemoryCgroup:
         try:
             if self.v1:
                 (self.path / "memory.limit_in_bytes").write_text(str(limit_bytes))
+                with contextlib.suppress(OSError):  # no swapping past the limit either
+                    (self.path / "memory.memsw.limit_in_bytes").write_text(str(limit_bytes))
                 # Pages charged before a move follow the process (bits 0, 1) where the kernel
                 # still supports it (deprecated in newer kernels, which refuse the write).
                 with contextlib.suppress(OSError):
                     (self.path / "memory.move_charge_at_immigrate").write_text("3")
             else:
                 (self.path / "memory.max").write_text(str(limit_bytes))
-                (self.path / "memory.swap.max").write_text("0")
+                with contextlib.suppress(OSError):  # absent without swap accounting
+                    (self.path / "memory.swap.max").write_text("0")
         except OSError:
             self.path.rmdir()
             raise
