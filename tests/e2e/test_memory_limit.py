@@ -152,6 +152,7 @@ def reconciled(op: OperatorProcess) -> tuple[float, float]:
     return done, metrics.get("nsbaseline_queue_depth", 0.0)
 
 
+@pytest.mark.timeout(1800)  # ~2.5 min on a loaded 2-core machine; generous for a busier one
 def test_operator_converges_and_survives_a_restart_under_the_shipped_memory_limit(
     big_cluster: Cluster, logdir: Path
 ) -> None:
@@ -180,7 +181,7 @@ def test_operator_converges_and_survives_a_restart_under_the_shipped_memory_limi
                 OPTED_IN,
             )
 
-        wait_for(compliant, 1200, interval=2, what=f"{OPTED_IN} compliant namespaces")
+        wait_for(compliant, 900, interval=2, what=f"{OPTED_IN} compliant namespaces")
         figures["converge_s"] = round(time.monotonic() - t0, 1)
         converged_kb = proc_kb(pid, "VmRSS")
         figures["converged_rss_mib"] = converged_kb >> 10
@@ -203,7 +204,7 @@ def test_operator_converges_and_survives_a_restart_under_the_shipped_memory_limi
             done, depth = reconciled(op)
             return done >= total and depth == 0
 
-        wait_for(resynced, 1200, interval=1, what=f"re-sync of {total} namespaces")
+        wait_for(resynced, 600, interval=1, what=f"re-sync of {total} namespaces")
         figures["resync_s"] = round(time.monotonic() - t0, 1)
 
         # Still working, not merely alive: a new namespace gets its baseline.
