@@ -496,7 +496,7 @@ class Bench:
         count = len(self.op_namespaces) + len(self.ref_namespaces) + len(self.apply_namespaces)
         log(f"created {count} namespaces in {elapsed:.1f}s")
         self.report.raw["namespace_creation_s"] = elapsed
-        await self.wait_for_controller_manager()
+        await self.wait_for_controller_manager(900 * self.args.timeout_scale)
 
     async def wait_for_controller_manager(self, within: float = 900) -> None:
         """Wait until the controller-manager has given every namespace its default
