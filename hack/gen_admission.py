@@ -87,7 +87,7 @@ def selects(labels: str, name: str) -> str:
 
 
 def open_selector(s: str) -> str:
-    """The namespaceSelector ``s`` matches every namespace (see widening._open)."""
+    """The namespaceSelector ``s`` matches every namespace (see widening_terms.open_selector)."""
     return (
         f"(!has({s}.matchLabels) || size({s}.matchLabels) == 0) && "
         f"(!has({s}.matchExpressions) || {s}.matchExpressions.all(e, e.operator == 'NotIn' || "
@@ -106,7 +106,7 @@ def names_namespace(s: str, ns: str) -> str:
 
 
 def port_strings(ports: str) -> str:
-    """Typed port entries as 'PROTO|lo|hi' strings (widening.Port)."""
+    """Typed port entries as 'PROTO|lo|hi' strings (widening_terms.Port)."""
     return (
         f"{ports}.map(p, p.protocol + '|' + string(p.port) + '|' + "
         "(has(p.endPort) ? string(p.endPort) : string(p.port)))"
@@ -114,7 +114,7 @@ def port_strings(ports: str) -> str:
 
 
 def parse_annotation(text: str) -> str:
-    """``80,443/TCP,8000-8080,http`` as 'PROTO|lo|hi' strings (widening._from_annotation)."""
+    """``80,443/TCP,8000-8080,http`` as 'PROTO|lo|hi' strings (widening_terms.from_annotation)."""
     part = "x.split('/')[0]"
     return (
         f"{text}.split(',').map(x, x.trim()).filter(x, x != '').map(x, "
@@ -137,7 +137,7 @@ def covered(t: str, allowed: str) -> str:
 
 
 def port_words(t: str) -> str:
-    """'port 8080/TCP', 'port 8000-8080/TCP', or 'every UDP port' (widening._words)."""
+    """'port 8080/TCP', 'port 8000-8080/TCP', or 'every UDP port' (widening_terms.words)."""
     proto = f"(has({t}.protocol) ? {t}.protocol : 'TCP')"
     return (
         f"(has({t}.port) ? 'port ' + string({t}.port) + "
