@@ -113,11 +113,13 @@ def forbidden_lines(op: OperatorProcess) -> list[str]:
     if not op.log_path.exists():
         return []
     refused = re.compile(r"forbidden|\b403\b", re.IGNORECASE)
+    # "[2026-11-30 12:00:03,403] ..." — the milliseconds of a timestamp are no status code.
+    timestamp = re.compile(r"^\[[^\]]*\]")
     return [
         line
         for line in op.log_path.read_text(errors="replace").splitlines()
         # The launch line carries random port numbers, e.g. "--metrics-port 40307".
-        if not line.startswith("=====") and refused.search(line)
+        if not line.startswith("=====") and refused.search(timestamp.sub("", line))
     ]
 
 
