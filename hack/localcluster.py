@@ -36,6 +36,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,22 +87,22 @@ def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
     path.chmod(0o600)
 
 
-def generate_pki(pki: Path) -> None:
-    """A CA, a serving certificate for 127.0.0.1/localhost, and the service-account key pair."""
-    import ipaddress
+def self_signed_ca(
+    name: x509.Name, key: CertificateIssuerPrivateKeyTypes, valid: datetime.timedelta
+) -> x509.Certificate:
+    """A CA certificate for ``key``, valid from five minutes ago (clock skew) for ``valid``.
 
-    pki.mkdir(parents=True, exist_ok=True)
+    Shared by the local control plane's PKI and the tests' intercepting proxy.
+    """
     now = datetime.datetime.now(datetime.UTC)
-    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nsbaseline-local-ca")])
-    ca_cert = (
+    return (
         x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=30))
+        .not_valid_after(now + valid)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -117,8 +118,19 @@ def generate_pki(pki: Path) -> None:
             ),
             critical=True,
         )
-        .sign(ca_key, hashes.SHA256())
+        .sign(key, hashes.SHA256())
     )
+
+
+def generate_pki(pki: Path) -> None:
+    """A CA, a serving certificate for 127.0.0.1/localhost, and the service-account key pair."""
+    import ipaddress
+
+    pki.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nsbaseline-local-ca")])
+    ca_cert = self_signed_ca(ca_name, ca_key, datetime.timedelta(days=30))
     serving_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     sans = [
         x509.DNSName("localhost"),
