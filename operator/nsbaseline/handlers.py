@@ -1,15 +1,16 @@
-"""Kopf wiring: Namespaces and BaselinePolicies through Kopf; our NetworkPolicies through our watch.
+"""Kopf wiring: the operator's life, login, peering and BaselinePolicies; the rest our watches.
 
-Only ``@kopf.index`` and ``@kopf.on.event`` are used for resources. Neither stores progress on the
-watched objects nor posts Kopf's own Events, so the operator never writes to Namespaces and never
-to a BaselinePolicy except its status. Kopf runs event handlers only after every index has
-finished its initial listing, so the first reconcile already sees the whole cluster: a restart
-finds everything in place and writes nothing.
+Kopf runs the operator: start-up and clean-up, its login (ours), the peering of replicas, and the
+BaselinePolicies (``@kopf.index`` and ``@kopf.on.event``: neither stores progress on the watched
+objects nor posts Kopf's own Events, so the operator never writes to a BaselinePolicy except its
+status). No reconcile runs before the namespaces are listed whole and Kopf's policy index holds
+every policy the API server lists (:mod:`nsbaseline.reconcile.policy_sync`), so the first
+reconcile already sees the whole cluster: a restart finds everything in place and writes nothing.
 
-NetworkPolicies are not Kopf's: a label-selected watch of our own objects feeds a compact mirror
-(:mod:`nsbaseline.reconcile.objects`) — per-event processing in Kopf cost more than everything
-else the operator does per object, and its per-object memory grew with every NetworkPolicy in
-the cluster.
+Namespaces and our NetworkPolicies come through watches of our own feeding compact mirrors
+(:mod:`nsbaseline.reconcile.namespaces`, :mod:`nsbaseline.reconcile.objects`): Kopf's per-object
+workers and memory were most of the operator's CPU per event and of its memory, growing with
+every object in the cluster (measured in bench/README.md).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -27,7 +27,9 @@ import kopf
 from nsbaseline import kopfpatch, kube, names
 from nsbaseline.kube import watch
 from nsbaseline.model import BaselinePolicy, Namespace
+from nsbaseline.reconcile import policy_sync
 from nsbaseline.reconcile.gate import ActiveGate
+from nsbaseline.reconcile.namespaces import ObservedNamespaces
 from nsbaseline.reconcile.reconciler import Reconciler, Settings
 
 logger = logging.getLogger("nsbaseline")
@@ -36,10 +38,9 @@ logger = logging.getLogger("nsbaseline")
 kopfpatch.apply()
 
 NETWORK_POLICIES = "/apis/networking.k8s.io/v1/networkpolicies"
+NAMESPACES = "/api/v1/namespaces"
 PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-#: After becoming active, how long to wait for Kopf's fresh listing before trusting its indexes.
-RESUME_SETTLE = 10.0
 
 
 @dataclass
@@ -56,7 +57,6 @@ class Runtime:
     peering: str | None = None
     identity: str = ""
     priority: int = 0
-    last_listing: float = 0.0
 
     def login(self) -> kube.Credentials:
         """Load credentials afresh (at start, and whenever Kopf or our client saw a 401)."""
@@ -67,21 +67,20 @@ class Runtime:
 RUNTIME = Runtime()
 
 
-class KopfIndexState:
-    """:class:`~nsbaseline.reconcile.reconciler.ClusterView` over Kopf's in-memory indexes."""
+class WatchedCluster:
+    """:class:`~nsbaseline.reconcile.reconciler.ClusterView`: our namespace mirror, Kopf's index."""
 
     def __init__(
-        self, namespaces: kopf.Index[str, Namespace], policies: kopf.Index[str, BaselinePolicy]
+        self, namespaces: ObservedNamespaces, policies: kopf.Index[str, BaselinePolicy]
     ) -> None:
         self._namespaces = namespaces
         self._policies = policies
 
     def namespace(self, name: str) -> Namespace | None:
-        store = self._namespaces.get(name)
-        return next(iter(store), None) if store is not None else None
+        return self._namespaces.namespace(name)
 
     def namespace_names(self) -> Iterable[str]:
-        return list(self._namespaces.keys())
+        return self._namespaces.namespace_names()
 
     def policies(self) -> dict[str, BaselinePolicy]:
         return {name: next(iter(store)) for name, store in self._policies.items() if store}
@@ -147,9 +146,9 @@ def _tune(settings: kopf.OperatorSettings) -> None:
     settings.execution.max_workers = 4
     # No cap on Kopf's per-object workers, on purpose (measured, docs/sizing.md): with
     # ``@kopf.index`` handlers every object's first worker waits until *all* objects are indexed,
-    # so a cap below the number of namespaces deadlocks the start-up (worker_limit=50, 404
-    # namespaces: no reconcile in 12 minutes). A shorter idle_timeout or MALLOC_ARENA_MAX=2 did
-    # not move the re-sync peak either (280 MB at 10,104 namespaces, all three).
+    # so a cap below the number of indexed objects deadlocks the start-up (worker_limit=50 when
+    # namespaces were indexed, 404 of them: no reconcile in 12 minutes). Only BaselinePolicies
+    # are Kopf's now, a handful of workers.
     settings.queueing.worker_limit = None
     settings.networking.error_backoffs = EndlessBackoffs()
     settings.persistence.diffbase_storage = EventOnlyDiffBase()
@@ -162,29 +161,44 @@ async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     Kopf hands every handler its indexes as keyword arguments named after the index functions.
     """
     _tune(settings)
-    namespace_index: kopf.Index[str, Namespace] = kwargs["namespace_index"]
     policy_index: kopf.Index[str, BaselinePolicy] = kwargs["policy_index"]
     client = kube.KubeClient(RUNTIME.credentials or RUNTIME.login(), relogin=RUNTIME.login)
     if RUNTIME.peering is not None:
         await _ensure_peering_object(client, RUNTIME.peering)
 
+    namespaces = ObservedNamespaces(lambda name: reconciler.enqueue(name))
+    state = WatchedCluster(namespaces, policy_index)
+    syncs: set[asyncio.Task[None]] = set()
+
+    async def policies_indexed() -> None:
+        """Trust Kopf's policy index only once it holds what the API server lists."""
+        await policy_sync.until_indexed(client.list_policies, state.policies)
+        await namespaces.ready.wait()
+        reconciler.cluster_ready.set()
+
+    def sync_policies() -> None:
+        reconciler.cluster_ready.clear()
+        task = asyncio.get_running_loop().create_task(policies_indexed())
+        syncs.add(task)
+        task.add_done_callback(syncs.discard)
+
     def activated(active: bool) -> None:
-        reconciler = RUNTIME.reconciler
-        if active and reconciler is not None:
-            # Kopf relists Namespaces and BaselinePolicies when it resumes; wait for that.
-            if time.monotonic() - RUNTIME.last_listing > 3.0:
-                reconciler.cluster_ready.clear()
-                asyncio.get_running_loop().call_later(RESUME_SETTLE, reconciler.cluster_ready.set)
+        if active and RUNTIME.reconciler is not None:
+            # Kopf lists BaselinePolicies anew when it resumes: wait until it has.
+            sync_policies()
             reconciler.enqueue_all()
 
     gate = ActiveGate(RUNTIME.peering, RUNTIME.identity, RUNTIME.priority, activated)
-    state = KopfIndexState(namespace_index, policy_index)
     reconciler = Reconciler(client, state, RUNTIME.settings, gate=gate)
     RUNTIME.reconciler = reconciler
     selector = {"labelSelector": f"{names.MANAGED_BY_LABEL}={names.MANAGED_BY_VALUE}"}
 
     async def watches() -> None:
-        tasks = [watch.run(client, NETWORK_POLICIES, reconciler.objects, selector)]
+        sync_policies()
+        tasks = [
+            watch.run(client, NAMESPACES, namespaces),
+            watch.run(client, NETWORK_POLICIES, reconciler.objects, selector),
+        ]
         if RUNTIME.peering is not None:
             by_name = {"fieldSelector": f"metadata.name={RUNTIME.peering}"}
             tasks.append(watch.run(client, PEERINGS, gate, by_name))
@@ -220,29 +234,12 @@ async def shutdown(**_: Any) -> None:
     kopfpatch.cancel_heralds()
 
 
-# ----- indexes ------------------------------------------------------------------------------
+# ----- the policy index and trigger ---------------------------------------------------------
 # Async on purpose: Kopf runs sync handlers in a thread pool, and a thread hop per event cost CPU
-# and spread allocations over malloc arenas that never shrink (hundreds of MB at 10k namespaces).
-@kopf.index("namespaces")
-async def namespace_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Namespace]:
-    return {name: Namespace.from_body(body)}
-
-
+# and spread allocations over malloc arenas that never shrink.
 @kopf.index(names.GROUP, names.VERSION, names.PLURAL)
 async def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, BaselinePolicy]:
     return {name: BaselinePolicy.from_body(body)}
-
-
-# ----- triggers -----------------------------------------------------------------------------
-@kopf.on.event("namespaces")
-async def namespace_event(name: str, type: str | None, **_: Any) -> None:
-    reconciler = RUNTIME.reconciler
-    if reconciler is None:
-        return
-    if type is None:  # Kopf's (re)listing: its indexes are current from here on
-        RUNTIME.last_listing = time.monotonic()
-        reconciler.cluster_ready.set()
-    reconciler.enqueue(name)
 
 
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,11 @@ from nsbaseline import canonical, names
 from nsbaseline.spec import BaselinePolicySpec
 
 
-@dataclass(frozen=True)
+def _interned(values: Mapping[str, Any] | None) -> dict[str, str]:
+    return {sys.intern(str(k)): str(v) for k, v in (values or {}).items()}
+
+
+@dataclass(frozen=True, slots=True)
 class Namespace:
     """A namespace as selectors, templates and the NetworkPolicy evaluator see it."""
 
@@ -36,13 +41,17 @@ class Namespace:
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Namespace:
-        """Read a Namespace manifest or watch body (``metadata.name`` required)."""
+        """Read a Namespace manifest or watch body (``metadata.name`` required).
+
+        Label and annotation keys are interned: the operator keeps one of these per namespace in
+        the cluster, and the same few keys repeat in all of them.
+        """
         meta = body.get("metadata") or {}
         status = body.get("status") or {}
         return cls(
             name=meta["name"],
-            labels=dict(meta.get("labels") or {}),
-            annotations=dict(meta.get("annotations") or {}),
+            labels=_interned(meta.get("labels")),
+            annotations=_interned(meta.get("annotations")),
             terminating=bool(meta.get("deletionTimestamp")) or status.get("phase") == "Terminating",
         )
 

@@ -49,7 +49,7 @@ logger = logging.getLogger("nsbaseline")
 
 
 class ClusterView(Protocol):
-    """Namespaces and BaselinePolicies as watched (Kopf's indexes in the operator)."""
+    """Namespaces and BaselinePolicies as watched (our mirror and Kopf's index in the operator)."""
 
     def namespace(self, name: str) -> Namespace | None: ...
     def namespace_names(self) -> Iterable[str]: ...
@@ -103,7 +103,7 @@ class Reconciler:
         if fmt is not None:
             self.reports = ReportBook(api, fmt, clock, self.queue.idle)
         self.gate = gate or ActiveGate(None)
-        #: Set once Kopf has listed namespaces and policies (its first event) — see handlers.
+        #: Set once the namespaces are listed and Kopf has indexed every policy (see handlers).
         self.cluster_ready = asyncio.Event()
         self._expiry_timers: dict[tuple[str, str, datetime.datetime], asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
