@@ -13,16 +13,35 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import orjson
+
 from nsbaseline import canonical, names
+
+#: Digests by the spec's raw JSON: the same few specs recur in every namespace (one per piece),
+#: and the canonical form is built in Python while the raw JSON is one C call. Bounded.
+_DIGESTS: dict[bytes, str] = {}
+_DIGESTS_MAX = 4096
 
 
 def spec_digest(spec: Mapping[str, Any]) -> str:
     """A digest of a NetworkPolicy spec in canonical form: equal digests, equal policies."""
     try:
+        raw: bytes | None = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        raw = None  # not plain JSON: no cache, the canonical form decides
+    known = _DIGESTS.get(raw) if raw is not None else None
+    if known is not None:
+        return known
+    try:
         text = canonical.fingerprint(canonical.spec(spec))
     except (KeyError, TypeError, AttributeError, ValueError):
         text = "invalid:" + canonical.fingerprint(spec)  # never equal to a rendered spec
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+    if raw is not None:
+        if len(_DIGESTS) >= _DIGESTS_MAX:
+            _DIGESTS.clear()
+        _DIGESTS[raw] = digest
+    return digest
 
 
 class OwnerRef(NamedTuple):

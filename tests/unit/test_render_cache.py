@@ -119,3 +119,15 @@ def test_documents_json_cannot_represent_are_not_remembered() -> None:
     text = "when: 2024-01-02\n"
     assert rendered.load_docs(text) == [{"when": datetime.date(2024, 1, 2)}]
     assert text not in rendered._PARSED
+
+
+def test_a_remembered_spec_digest_is_the_canonical_one_whatever_the_key_order() -> None:
+    from nsbaseline import observed
+
+    spec = {"podSelector": {}, "ingress": [{"ports": [{"port": 53}, {"port": "80"}]}]}
+    observed._DIGESTS.clear()
+    fresh = observed.spec_digest(spec)
+    reordered = {"ingress": [{"ports": [{"port": "80"}, {"port": 53}]}], "podSelector": {}}
+    assert observed.spec_digest(reordered) == fresh  # canonical: port order means nothing
+    assert observed.spec_digest(spec) == fresh  # now from memory
+    assert observed.spec_digest({**spec, "policyTypes": ["Egress"]}) != fresh
