@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -57,6 +57,7 @@ class Runtime:
     peering: str | None = None
     identity: str = ""
     priority: int = 0
+    namespaces: ObservedNamespaces | None = None
 
     def login(self) -> kube.Credentials:
         """Load credentials afresh (at start, and whenever Kopf or our client saw a 401)."""
@@ -167,6 +168,7 @@ async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
         await _ensure_peering_object(client, RUNTIME.peering)
 
     namespaces = ObservedNamespaces(lambda name: reconciler.enqueue(name))
+    RUNTIME.namespaces = namespaces
     state = WatchedCluster(namespaces, policy_index)
     syncs: set[asyncio.Task[None]] = set()
 
@@ -244,8 +246,16 @@ async def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Baseli
 
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
 async def policy_event(name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
-    reconciler = RUNTIME.reconciler
-    if reconciler is None:
+    await policy_seen(name, body, type)
+
+
+async def policy_seen(name: str, body: Mapping[str, Any], type: str | None) -> None:
+    """A BaselinePolicy event (Kopf's listing has type None), handed to the reconciler."""
+    reconciler, namespaces = RUNTIME.reconciler, RUNTIME.namespaces
+    if reconciler is None or namespaces is None:
         return
+    # Kopf lists policies while our namespace listing may still run: a new generation must
+    # await every namespace, not the few known yet, or its status is written early and twice.
+    await namespaces.ready.wait()
     policy = None if type == "DELETED" else BaselinePolicy.from_body(body)
     reconciler.policy_changed(policy, name)

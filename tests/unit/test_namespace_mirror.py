@@ -122,3 +122,35 @@ def test_the_gate_opens_when_the_index_catches_up_and_survives_a_failed_listing(
 
     asyncio.run(scenario())
     assert calls == 3
+
+
+def test_a_policy_event_waits_for_the_whole_namespace_listing_before_expecting_namespaces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At 10,104 namespaces a restart wrote a policy's status twice: Kopf's policy event came
+    while our namespace listing ran, so the new generation awaited only the namespaces known."""
+    from nsbaseline import handlers
+
+    seen: list[list[str]] = []
+
+    class Reconciler:
+        def policy_changed(self, policy: BaselinePolicy | None, name: str) -> None:
+            seen.append(sorted(ns.namespace_names()))
+
+    ns, _ = mirror()
+    monkeypatch.setattr(handlers.RUNTIME, "reconciler", Reconciler())
+    monkeypatch.setattr(handlers.RUNTIME, "namespaces", ns)
+
+    async def scenario() -> None:
+        new = policy_body("base", "u1", 1)
+        event = asyncio.create_task(handlers.policy_seen("base", new, None))
+        ns.relist_begin()
+        ns.relist_page([body("a")])
+        await asyncio.sleep(0.01)
+        assert seen == []  # still listing
+        ns.relist_page([body("b")])
+        ns.relist_end("9")
+        await asyncio.wait_for(event, 5)
+
+    asyncio.run(scenario())
+    assert seen == [["a", "b"]]
