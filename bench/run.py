@@ -533,7 +533,9 @@ class Bench:
         count = len(self.op_namespaces) + len(self.ref_namespaces) + len(self.apply_namespaces)
         log(f"created {count} namespaces in {elapsed:.1f}s")
         self.report.raw["namespace_creation_s"] = elapsed
-        await self.wait_for_controller_manager(900 * self.args.timeout_scale)
+        # Its two controllers write ~40 objects/s between them: 20,000 namespaces need ~17 min.
+        within = 300 + 0.1 * 2 * self.args.namespaces
+        await self.wait_for_controller_manager(within * self.args.timeout_scale)
 
     async def wait_for_controller_manager(self, within: float = 900) -> None:
         """Wait until the controller-manager has given every namespace its default
