@@ -179,6 +179,9 @@ async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
         reconciler.cluster_ready.set()
 
     def sync_policies() -> None:
+        # Only the latest check may open the gate: one begun before a pause compared a stale index.
+        for earlier in syncs:
+            earlier.cancel()
         reconciler.cluster_ready.clear()
         task = asyncio.get_running_loop().create_task(policies_indexed())
         syncs.add(task)
