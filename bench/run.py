@@ -214,13 +214,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _knows_reports(tree: Path) -> bool:
+    """Whether ``tree``'s operator has ``--reports`` (checkouts from before it was added do not;
+    they write no reports, which is what ``--reports off`` asks of the newer ones)."""
+    cli = tree / "operator" / "nsbaseline" / "cli" / "run.py"
+    return cli.exists() and '"--reports"' in cli.read_text()
+
+
 class Operator:
     """``nsbaseline run --standalone`` as a child process, optionally under pyinstrument."""
 
     def __init__(
-        self, kubeconfig: Path, workdir: Path, workers: int, profile: bool, reports: bool = False
+        self,
+        kubeconfig: Path,
+        workdir: Path,
+        workers: int,
+        profile: bool,
+        reports: bool = False,
+        tree: Path = REPO,
     ) -> None:
         self.reports = reports
+        #: The checkout whose operator runs: another one measures an older version of the code
+        #: against the same reference, cluster and bench, in the same conditions.
+        self.tree = tree
         self.kubeconfig = kubeconfig
         self.workdir = workdir
         self.workers = workers
@@ -251,9 +267,9 @@ class Operator:
             str(self.workers),
             "--log-format",
             "plain",
-            "--reports",
-            "wgpolicyk8s" if self.reports else "off",
         ]
+        if self.reports or _knows_reports(self.tree):
+            cmd += ["--reports", "wgpolicyk8s" if self.reports else "off"]
         log_file = open(self.workdir / "operator.log", "ab")  # noqa: SIM115 - owned by the child
         self.started_at = time.time()
         self.proc = subprocess.Popen(
@@ -261,7 +277,11 @@ class Operator:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+            env={
+                **os.environ,
+                "KUBECONFIG": str(self.kubeconfig),
+                "PYTHONPATH": str(self.tree / "operator"),
+            },
             start_new_session=True,
         )
         log_file.close()
@@ -401,7 +421,9 @@ class Bench:
         self.templates = TemplateSet()
         self.report = Report()
         self.reports: bool = args.reports
-        self.operator = Operator(kubeconfig, self.workdir, self.workers, args.profile, self.reports)
+        self.operator = Operator(
+            kubeconfig, self.workdir, self.workers, args.profile, self.reports, args.operator_tree
+        )
         self.op_namespaces = [f"bench-{self.run_id}-{i:05d}" for i in range(self.n)]
         self.ref_namespaces = [f"bref-{self.run_id}-{i:05d}" for i in range(self.n)]
         self.apply_namespaces = (
@@ -1053,7 +1075,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also time the reference creating with server-side apply (N more namespaces)",
     )
-    p.add_argument("--crds", type=Path, default=REPO / "crds", help="CRD manifests to install")
+    p.add_argument(
+        "--operator-tree",
+        type=Path,
+        default=REPO,
+        help="run the operator of another checkout (e.g. a worktree of an older commit) against "
+        "this bench; its crds/ are installed unless --crds says otherwise",
+    )
+    p.add_argument("--crds", type=Path, default=None, help="CRD manifests to install")
     p.add_argument(
         "--reports",
         action="store_true",
@@ -1064,6 +1093,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     args.dir = args.dir.resolve()
+    args.operator_tree = args.operator_tree.resolve()
+    if args.crds is None:
+        args.crds = args.operator_tree / "crds"
     args.external = bool(os.environ.get("NSBASELINE_BENCH_KUBECONFIG"))
     return args
 

@@ -23,7 +23,7 @@ from nsbaseline.reconcile.queue import WorkQueue
 from nsbaseline.reconcile.reconciler import Reconciler
 from nsbaseline.reconcile.written import WriteCache
 from nsbaseline.render import TemplateSet
-from tests.support.builders import NOW, opted_in, policy
+from tests.support.builders import NOW, namespace, opted_in, policy
 from tests.support.fakes import FakeApi, FakeCluster
 
 NS = "team-a"
@@ -277,5 +277,27 @@ def test_a_new_generation_s_status_waits_for_its_namespaces() -> None:
         await reconciler.status.flush()
         ready = {c["type"]: c for c in api.statuses["base"]["conditions"]}["Ready"]
         assert (ready["reason"], api.statuses["base"]["matchedNamespaces"]) == ("Compliant", 1)
+
+    asyncio.run(scenario())
+
+
+def test_a_spec_change_reconciles_what_the_policy_selected_or_selects_and_nothing_else() -> None:
+    async def scenario() -> None:
+        api = FakeApi()
+        old = policy("base")
+        cluster = FakeCluster(
+            [opted_in("was-in"), opted_in("still-in"), namespace("never-in")], [old]
+        )
+        reconciler = Reconciler(api, cluster)
+        for name in ("was-in", "still-in", "never-in"):
+            await reconciler.reconcile(name)
+        # "was-in" opts out and "joins" opts in: the new generation must visit both.
+        cluster.namespaces["was-in"] = namespace("was-in")
+        cluster.namespaces["joins"] = opted_in("joins")
+        new = policy("base", generation=2)
+        cluster.policy_map["base"] = new
+        assert reconciler.touched_by(new) == {"was-in", "still-in", "joins"}
+        reconciler.policy_changed(new, "base")
+        assert len(reconciler.queue) == 3
 
     asyncio.run(scenario())

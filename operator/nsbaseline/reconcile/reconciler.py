@@ -43,7 +43,7 @@ from nsbaseline.reconcile.status_book import StatusBook, StatusWriter
 from nsbaseline.reconcile.written import WriteCache
 from nsbaseline.render import TemplateSet
 from nsbaseline.reports import FORMATS, namespace_results
-from nsbaseline.selection import policies_for
+from nsbaseline.selection import policies_for, policy_selects
 
 logger = logging.getLogger("nsbaseline")
 
@@ -202,11 +202,29 @@ class Reconciler:
         return names_
 
     def policy_changed(self, policy: BaselinePolicy | None, name: str) -> None:
-        """A BaselinePolicy event: re-reconcile everything only when its spec really changed."""
+        """A BaselinePolicy event: when its spec really changed, re-reconcile what it touches."""
         if self.status.policy_changed(policy, name):
-            enqueued = self.enqueue_all()
+            enqueued = self.touched_by(policy)
+            self.queue.add_all(enqueued)
             if policy is not None:
                 self.status.expect(name, enqueued, time.monotonic())
+
+    def touched_by(self, policy: BaselinePolicy | None) -> set[str]:
+        """The namespaces a policy's change can alter: those its new spec selects, and every
+        namespace where something of ours already is (objects, an assessment, a foreign holder
+        of one of our names) — which covers all the old spec selected.
+
+        Not every namespace of the cluster: on a spec change that was a reconcile of each
+        unselected namespace too, as many again as the selected ones in a typical cluster.
+        """
+        touched = set(self.status.namespaces()) | set(self.objects.namespaces())
+        touched |= self.foreign.namespaces()
+        if policy is not None:
+            for name in self.cluster.namespace_names():
+                info = self.cluster.namespace(name)
+                if info is not None and policy_selects(policy, info):
+                    touched.add(name)
+        return touched
 
     def _object_changed(self, obj: ManagedObject, deleted: bool, relisted: bool) -> None:
         """Our watch saw one of our NetworkPolicies change (or vanish in a relist)."""
