@@ -183,6 +183,22 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(steal, total) CPU ticks of the whole machine so far, from /proc/stat."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return (0, 0)
+    return fields[7] if len(fields) > 7 else 0, sum(fields)
+
+
+def stolen_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of the machine's CPU time the hypervisor gave to others between two readings: on a
+    shared VM, what makes the same work take longer in one phase than in another."""
+    total = after[1] - before[1]
+    return 100.0 * (after[0] - before[0]) / total if total > 0 else float("nan")
+
+
 def proc_status_mb(pid: int, field: str) -> float:
     """A memory figure from /proc/PID/status (VmRSS now, VmHWM the peak so far), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -431,6 +447,8 @@ class Bench:
         )
         self.policy_body: dict[str, Any] = {}
         self.ref_apply = 0.0
+        #: Hypervisor steal (%) during the reference's convergence and fan-out windows.
+        self.steal: dict[str, float] = {}
         #: Namespaces created by the new-namespace phase (they get reports too).
         self.new_names: list[str] = []
 
@@ -645,7 +663,9 @@ class Bench:
 
     async def reference(self) -> tuple[float, float]:
         server_before = cpu_seconds(self.apiserver_pid)
+        ticks = machine_ticks()
         converge = await self.reference_create(self.ref_namespaces, "POST")
+        self.steal["converge"] = stolen_percent(ticks, machine_ticks())
         objects = len(self.ref_namespaces) * len(PIECES)
         self.ref_cpu["apiserver"] = (cpu_seconds(self.apiserver_pid) - server_before) / objects
         if self.args.reference_apply:
@@ -661,8 +681,10 @@ class Bench:
             requests.append(["APPLY", np_path(ns, body["metadata"]["name"]), body])
             expected[(ns, body["metadata"]["name"])] = canonical.fingerprint(body["spec"])
         waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
+        ticks = machine_ticks()
         result = await self.run_reference(requests)
         seen = await self.wait(waiter, "reference fan-out", self.timeout(len(expected)))
+        self.steal["fanout"] = stolen_percent(ticks, machine_ticks())
         fanout = float(seen - result["start"])
         log(f"reference: fan-out of {len(requests)} objects seen in {fanout:.2f}s")
         return converge, fanout
@@ -726,11 +748,13 @@ class Bench:
         waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
         cpu_before = self.operator.cpu()
         server_before = cpu_seconds(self.apiserver_pid)
+        ticks = machine_ticks()
         t0 = time.time()
         self.policy_body = await self.api.request(
             "POST", f"/apis/{names.API_VERSION}/{names.PLURAL}", body
         )
         seen = await self.wait(waiter, "operator convergence", self.timeout(len(expected)))
+        steal = stolen_percent(ticks, machine_ticks())
         converge = seen - t0
         op_cpu = (self.operator.cpu() - cpu_before) / len(expected)
         server_cpu = (cpu_seconds(self.apiserver_pid) - server_before) / len(expected)
@@ -742,6 +766,12 @@ class Bench:
             ref_converge,
             ratio=ratio(converge, ref_converge),
             target="<= 1.3x",
+        )
+        self.report.add(
+            "1",
+            "  CPU stolen by the hypervisor in that window (%)",
+            steal,
+            self.steal.get("converge", float("nan")),
         )
         if self.ref_apply:
             self.report.add(
@@ -837,6 +867,7 @@ class Bench:
         expected = self.expected(self.op_namespaces, policy, [FANOUT_PIECE])
         waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
         before = await request_counts(self.api)
+        ticks = machine_ticks()
         t0 = time.time()
         self.policy_body = await self.api.request(
             "PATCH",
@@ -854,6 +885,12 @@ class Bench:
             ref_fanout,
             ratio=ratio(elapsed, ref_fanout),
             target="(vs SSA client)",
+        )
+        self.report.add(
+            "7",
+            "  CPU stolen by the hypervisor in that window (%)",
+            stolen_percent(ticks, machine_ticks()),
+            self.steal.get("fanout", float("nan")),
         )
         await self.operator.wait_settled()
         await self.report_phase("7", "fan-out (results unchanged)", before, 0)
