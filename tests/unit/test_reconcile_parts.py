@@ -81,6 +81,73 @@ def test_overlays_the_watch_never_confirms_expire() -> None:
     assert cache.pending() == 0
 
 
+def test_an_echo_that_beats_the_write_s_answer_needs_no_second_look() -> None:
+    rechecked: list[str] = []
+    cache = WriteCache(recheck=rechecked.append)
+    ours = managed(DNS, "u1", 20)
+    cache.sending(NS, DNS)
+    assert cache.seen(ours, deleted=False)  # held: the answer has not come yet
+    cache.wrote(ours, "digest")
+    cache.unsent(NS, DNS)  # what the executor always calls last: settled already
+    assert rechecked == []
+    assert cache.pending() == 0  # the watch holds our version: nothing to lay over it
+    assert cache.applied() == {(NS, DNS): "digest"}
+
+
+def test_a_change_after_our_write_seen_before_its_answer_is_checked_again() -> None:
+    rechecked: list[str] = []
+    cache = WriteCache(recheck=rechecked.append)
+    cache.sending(NS, DNS)
+    assert cache.seen(managed(DNS, "u1", 20), deleted=False)  # our echo
+    assert cache.seen(managed(DNS, "u1", 21), deleted=False)  # somebody else, right after
+    cache.wrote(managed(DNS, "u1", 20), "digest")
+    assert rechecked == [NS]
+
+
+def test_an_older_event_held_during_a_write_leaves_the_overlay_to_the_echo() -> None:
+    rechecked: list[str] = []
+    cache = WriteCache(recheck=rechecked.append)
+    before, after = managed(DNS, "u1", 10), managed(DNS, "u1", 20)
+    cache.sending(NS, DNS)
+    assert cache.seen(before, deleted=False)
+    cache.wrote(after, "digest")
+    assert rechecked == []
+    assert cache.correct(NS, [before]) == [after]  # until the watch shows version 20
+
+
+def test_events_held_for_a_write_that_failed_are_news() -> None:
+    rechecked: list[str] = []
+    cache = WriteCache(recheck=rechecked.append)
+    cache.sending(NS, DNS)
+    cache.unsent(NS, DNS)
+    assert rechecked == []  # nothing was held
+    cache.sending(NS, DNS)
+    assert cache.seen(managed(DNS, "u1", 21), deleted=False)
+    cache.unsent(NS, DNS)
+    assert rechecked == [NS]
+    assert not cache.seen(managed(DNS, "u1", 22), deleted=False)  # no longer held
+
+
+def test_a_deletion_echo_before_the_answer_leaves_no_tombstone() -> None:
+    cache = WriteCache()
+    old = managed(DNS, "u1", 10)
+    cache.sending(NS, DNS)
+    assert cache.seen(managed(DNS, "u1", 11), deleted=True)
+    cache.deleted(NS, DNS, [old])
+    assert cache.pending() == 0
+    recreated = managed(DNS, "u2", 12)
+    assert cache.correct(NS, [recreated]) == [recreated]
+
+
+def test_a_modification_before_our_delete_s_answer_is_hidden_by_the_tombstone() -> None:
+    cache = WriteCache()
+    old, touched = managed(DNS, "u1", 10), managed(DNS, "u1", 11)
+    cache.sending(NS, DNS)
+    assert cache.seen(touched, deleted=False)
+    cache.deleted(NS, DNS, [old])
+    assert cache.correct(NS, [touched]) == []  # the watch still shows 11: we deleted it
+
+
 # ----- WorkQueue --------------------------------------------------------------------------------
 def test_the_queue_never_hands_one_namespace_to_two_workers_and_requeues_it_once() -> None:
     async def scenario() -> None:

@@ -147,6 +147,18 @@ class WriteExecutor:
     async def _write(
         self, action: Action, watched: list[ManagedObject], started: float
     ) -> Conflict | object | None:
+        """One action; the write cache holds the object's watch events while it is on its way."""
+        self._cache.sending(action.namespace, action.name)
+        try:
+            return await self._send(action, watched, started)
+        finally:
+            # After a write that took effect the cache has settled the held events already;
+            # after any other outcome they are news.
+            self._cache.unsent(action.namespace, action.name)
+
+    async def _send(
+        self, action: Action, watched: list[ManagedObject], started: float
+    ) -> Conflict | object | None:
         if action.verb == "Delete":
             try:
                 await self._writer.delete(action.namespace, action.name, action.uid)

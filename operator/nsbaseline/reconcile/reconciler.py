@@ -92,7 +92,7 @@ class Reconciler:
         self.templates = templates or TemplateSet(self.settings.templates_dir)
         self.clock = clock
         self.queue = WorkQueue(self.settings.max_backoff, metrics.QUEUE_DEPTH.set)
-        self.written = WriteCache()
+        self.written = WriteCache(recheck=self.enqueue)
         self.objects = ObservedObjects(self._object_changed, self.written.known)
         self.foreign = ForeignHolders()
         self.executor = WriteExecutor(api, self.written, self.foreign, self._written)

@@ -5,6 +5,13 @@ write (the object as stored, or a tombstone for a delete) is laid over the watch
 reconcile in between does not mistake the old state for drift. The echo of a write — the very
 version we wrote, or the deletion we sent — needs no reconcile: it tells us nothing new.
 
+The echo can also arrive before the answer to the write itself (the watch and the write are two
+connections). So a write is announced (:meth:`WriteCache.sending`) before it is sent, and events
+for that object meanwhile are held until the answer says which version the write made: the
+echo, or anything older, then needs nothing; a newer version means somebody changed the object
+after us, and the namespace is checked again (``recheck``). Without this, about one namespace in
+four was reconciled a second time at convergence, for nothing.
+
 Also remembered: the hash of what we last applied per object, so restoring it after someone
 changed it counts as a repair (metrics, a Repaired Event).
 """
@@ -29,19 +36,44 @@ class _Entry:
     since: float = field(default_factory=time.monotonic)
 
 
+#: What the watch showed of an object while our write of it was on its way: nothing yet, or
+#: the newest (version, deleted) it saw.
+_Early = tuple[int, bool] | None
+
+
 class WriteCache:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        recheck: Callable[[str], None] | None = None,
+    ) -> None:
         self._overlay: dict[str, dict[str, _Entry]] = {}
         self._applied: dict[tuple[str, str], str] = {}
+        self._inflight: dict[tuple[str, str], _Early] = {}
         self._clock = clock
+        self._recheck = recheck or (lambda _: None)
 
     # ----- recording our writes -------------------------------------------------------------
+    def sending(self, namespace: str, name: str) -> None:
+        """A write of ``name`` is about to be sent: hold its watch events until the answer."""
+        self._inflight[(namespace, name)] = None
+
+    def unsent(self, namespace: str, name: str) -> None:
+        """The write failed or was not needed: events held meanwhile are news after all."""
+        if self._inflight.pop((namespace, name), None) is not None:
+            self._recheck(namespace)
+
     def wrote(self, obj: ManagedObject, digest: str) -> None:
         """We created or updated ``obj`` (as stored by the API server) to the desired ``digest``."""
+        self._applied[(obj.namespace, obj.name)] = digest
+        early = self._inflight.pop((obj.namespace, obj.name), None)
+        if early is not None and early[0] >= obj.version:
+            if early[0] > obj.version:
+                self._recheck(obj.namespace)  # changed (or deleted) after our write
+            return  # the watch has shown our write already: nothing to lay over it
         self._overlay.setdefault(obj.namespace, {})[obj.name] = _Entry(
             obj, obj.version, self._clock()
         )
-        self._applied[(obj.namespace, obj.name)] = digest
 
     def deleted(self, namespace: str, name: str, watched: list[ManagedObject]) -> None:
         """We deleted ``name``: hide every version of it we knew until the watch says so.
@@ -51,14 +83,19 @@ class WriteCache:
         default-deny isolate egress without DNS. Only the DELETED event or a newer version (a
         re-creation) retires it.
         """
+        self._applied.pop((namespace, name), None)
+        early = self._inflight.pop((namespace, name), None)
+        if early is not None and early[1]:
+            return  # the watch has shown the deletion already: nothing left to hide
         known = [o.version for o in watched if o.name == name]
         earlier = self._overlay.get(namespace, {}).get(name)
         if earlier is not None:
             known.append(earlier.version)
+        if early is not None:
+            known.append(early[0])
         self._overlay.setdefault(namespace, {})[name] = _Entry(
             None, max(known, default=0) + 1, self._clock()
         )
-        self._applied.pop((namespace, name), None)
 
     def applied(self) -> dict[tuple[str, str], str]:
         """(namespace, name) -> hash of what we last applied there."""
@@ -74,8 +111,15 @@ class WriteCache:
         """A watch event for ``obj``: retire our overlay once the watch has caught up with it.
 
         Returns True when the event is just the echo of our own last write, which needs no
-        reconcile. Any other change arrives with a newer version.
+        reconcile, or when a write of the object is on its way (then its answer decides). Any
+        other change arrives with a newer version.
         """
+        key = (obj.namespace, obj.name)
+        if key in self._inflight:
+            early = self._inflight[key]
+            if early is None or obj.version >= early[0]:
+                self._inflight[key] = (obj.version, deleted)
+            return True
         entries = self._overlay.get(obj.namespace)
         entry = entries.get(obj.name) if entries else None
         if entry is None or entries is None:
