@@ -447,6 +447,8 @@ class Bench:
         )
         self.policy_body: dict[str, Any] = {}
         self.ref_apply = 0.0
+        #: When the reference's first fan-out object was seen, from its first write.
+        self.ref_first = float("nan")
         #: Hypervisor steal (%) during the reference's convergence and fan-out windows.
         self.steal: dict[str, float] = {}
         #: Namespaces created by the new-namespace phase (they get reports too).
@@ -686,6 +688,7 @@ class Bench:
         seen = await self.wait(waiter, "reference fan-out", self.timeout(len(expected)))
         self.steal["fanout"] = stolen_percent(ticks, machine_ticks())
         fanout = float(seen - result["start"])
+        self.ref_first = float((waiter.first or seen) - result["start"])
         log(f"reference: fan-out of {len(requests)} objects seen in {fanout:.2f}s")
         return converge, fanout
 
@@ -877,6 +880,7 @@ class Bench:
         )
         seen = await self.wait(waiter, "operator fan-out", self.timeout(len(expected)))
         elapsed = seen - t0
+        first = (waiter.first or seen) - t0
         steal = stolen_percent(ticks, machine_ticks())
         events = diff(await request_counts(self.api), before).get(("POST", "events"), 0.0)
         log(f"operator: fan-out to {len(expected)} objects seen in {elapsed:.2f}s")
@@ -894,6 +898,7 @@ class Bench:
             steal,
             self.steal.get("fanout", float("nan")),
         )
+        self.report.add("7", "  first object seen after (s)", first, self.ref_first)
         # Events compete with the writes for the API server; the reference posts none.
         self.report.add("7", "  Event POSTs in that window", int(events), 0)
         await self.operator.wait_settled()

@@ -53,6 +53,9 @@ class AllMatch(Waiter):
         super().__init__()
         self.expected = dict(expected)
         self.missing = {k for k, fp in self.expected.items() if current.get(k) != fp}
+        #: When the first key came to its expected spec: a run's start-up latency, apart from
+        #: its pace.
+        self.first: float | None = None
         if not self.missing:
             self._done(time.time())
 
@@ -61,6 +64,8 @@ class AllMatch(Waiter):
 
     def feed(self, key: Key, fingerprint: str, at: float) -> None:
         if fingerprint == self.expected[key]:
+            if self.first is None and key in self.missing:
+                self.first = at
             self.missing.discard(key)
             if not self.missing:
                 self._done(at)
