@@ -139,6 +139,17 @@ def test_a_deletion_echo_before_the_answer_leaves_no_tombstone() -> None:
     assert cache.correct(NS, [recreated]) == [recreated]
 
 
+def test_an_earlier_write_never_brings_back_an_object_whose_deletion_echo_came_early() -> None:
+    cache = WriteCache()
+    updated = managed(DNS, "u1", 20)
+    cache.wrote(updated, "digest")  # its echo has not come yet
+    cache.sending(NS, DNS)
+    assert cache.seen(managed(DNS, "u1", 21), deleted=True)
+    cache.deleted(NS, DNS, [updated])
+    assert cache.correct(NS, []) == []
+    assert cache.pending() == 0
+
+
 def test_a_modification_before_our_delete_s_answer_is_hidden_by_the_tombstone() -> None:
     cache = WriteCache()
     old, touched = managed(DNS, "u1", 10), managed(DNS, "u1", 11)

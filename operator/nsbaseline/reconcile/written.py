@@ -70,6 +70,7 @@ class WriteCache:
         if early is not None and early[0] >= obj.version:
             if early[0] > obj.version:
                 self._recheck(obj.namespace)  # changed (or deleted) after our write
+            self._drop(obj.namespace, obj.name)  # an older write's entry is outdated too
             return  # the watch has shown our write already: nothing to lay over it
         self._overlay.setdefault(obj.namespace, {})[obj.name] = _Entry(
             obj, obj.version, self._clock()
@@ -86,7 +87,10 @@ class WriteCache:
         self._applied.pop((namespace, name), None)
         early = self._inflight.pop((namespace, name), None)
         if early is not None and early[1]:
-            return  # the watch has shown the deletion already: nothing left to hide
+            # The watch has shown the deletion already: nothing left to hide, and an entry of an
+            # earlier write must not bring the object back.
+            self._drop(namespace, name)
+            return
         known = [o.version for o in watched if o.name == name]
         earlier = self._overlay.get(namespace, {}).get(name)
         if earlier is not None:
