@@ -196,10 +196,17 @@ class Reconciler:
 
     def enqueue_all(self) -> set[str]:
         """Reconcile every namespace we know of; returns their names."""
-        names_ = set(self.cluster.namespace_names()) | set(self.status.namespaces())
-        names_ |= set(self.objects.namespaces())
+        names_ = set(self.cluster.namespace_names()) | self._holding_ours()
         self.queue.add_all(names_)
         return names_
+
+    def _holding_ours(self) -> set[str]:
+        """Namespaces with something of ours: objects, an assessment, a foreign holder of a name."""
+        return (
+            set(self.status.namespaces())
+            | set(self.objects.namespaces())
+            | self.foreign.namespaces()
+        )
 
     def policy_changed(self, policy: BaselinePolicy | None, name: str) -> None:
         """A BaselinePolicy event: when its spec really changed, re-reconcile what it touches."""
@@ -217,8 +224,7 @@ class Reconciler:
         Not every namespace of the cluster: on a spec change that was a reconcile of each
         unselected namespace too, as many again as the selected ones in a typical cluster.
         """
-        touched = set(self.status.namespaces()) | set(self.objects.namespaces())
-        touched |= self.foreign.namespaces()
+        touched = self._holding_ours()
         if policy is not None:
             for name in self.cluster.namespace_names():
                 info = self.cluster.namespace(name)
