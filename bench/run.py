@@ -41,7 +41,7 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -68,6 +68,9 @@ CRDS = ("crd/baselinepolicies.nsbaseline.io", "crd/clusterkopfpeerings.kopf.dev"
 RUN_LABEL = "nsbaseline-bench/run"
 REF_MANAGED_BY = "nsbaseline-bench-reference"
 REF_PREFIX = "ref-"
+#: The BaselinePolicy that owns the reference's objects (it selects no namespace), so they carry
+#: the same controller ownerReference as the operator's: the same objects for the API server.
+REF_OWNER = "bench-reference-owner"
 TIMEOUT_PER_OBJECT = 0.25  # generous: a wait fails only if something is really stuck
 
 
@@ -183,20 +186,55 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def machine_ticks() -> tuple[int, int]:
-    """(steal, total) CPU ticks of the whole machine so far, from /proc/stat."""
+class Ticks(NamedTuple):
+    """The whole machine's CPU ticks so far, from /proc/stat."""
+
+    steal: int
+    idle: int
+    total: int
+
+
+def machine_ticks() -> Ticks:
+    """(steal, idle + iowait, total) CPU ticks of the whole machine so far."""
     try:
         fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     except (OSError, ValueError):
-        return (0, 0)
-    return fields[7] if len(fields) > 7 else 0, sum(fields)
+        return Ticks(0, 0, 0)
+    if len(fields) < 8:
+        return Ticks(0, 0, sum(fields))
+    return Ticks(fields[7], fields[3] + fields[4], sum(fields))
 
 
-def stolen_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+def stolen_percent(before: Ticks, after: Ticks) -> float:
     """Share of the machine's CPU time the hypervisor gave to others between two readings: on a
     shared VM, what makes the same work take longer in one phase than in another."""
-    total = after[1] - before[1]
-    return 100.0 * (after[0] - before[0]) / total if total > 0 else float("nan")
+    total = after.total - before.total
+    return 100.0 * (after.steal - before.steal) / total if total > 0 else float("nan")
+
+
+def busy_percent(before: Ticks, after: Ticks) -> float:
+    """Share of the machine's CPU time spent working between two readings: near 100 the phase
+    was bound by CPU, well below it by waiting (round trips, too little concurrency)."""
+    total = after.total - before.total
+    idle = (after.idle - before.idle) + (after.steal - before.steal)
+    return 100.0 * (total - idle) / total if total > 0 else float("nan")
+
+
+#: Fan-out CPU rows: whose CPU, as the report names it (the writer is the operator or the
+#: reference client, whichever wrote).
+FANOUT_CPU_ROWS = (
+    ("writer", "writer (operator / reference client)"),
+    ("kube-apiserver", "kube-apiserver"),
+    ("etcd", "etcd"),
+    ("kube-controller-manager", "kube-controller-manager"),
+)
+
+
+def per_object(
+    before: Mapping[str, float], after: Mapping[str, float], objects: int
+) -> dict[str, float]:
+    """CPU seconds each process spent per object between two readings."""
+    return {k: (after[k] - before[k]) / objects for k in before if k in after and objects}
 
 
 def proc_status_mb(pid: int, field: str) -> float:
@@ -419,11 +457,15 @@ class Bench:
         args: argparse.Namespace,
         kubeconfig: Path,
         kubectl: str,
-        apiserver_pid: int | None = None,
+        pids: Mapping[str, int] | None = None,
     ) -> None:
         self.args = args
-        #: The local kube-apiserver's pid, to bill its CPU per object (None on external clusters).
-        self.apiserver_pid = apiserver_pid
+        #: The local control plane's processes, to bill their CPU per object (empty on external
+        #: clusters, where the figures read NaN).
+        self.pids: dict[str, int] = dict(pids or {})
+        self.apiserver_pid = self.pids.get("kube-apiserver")
+        #: Fan-out CPU seconds of each control-plane process while the reference wrote.
+        self.ref_fanout_cpu: dict[str, float] = {}
         self.ref_cpu: dict[str, float] = {}
         self.n: int = args.namespaces
         self.workers: int = args.workers
@@ -446,11 +488,14 @@ class Bench:
             [f"bapp-{self.run_id}-{i:05d}" for i in range(self.n)] if args.reference_apply else []
         )
         self.policy_body: dict[str, Any] = {}
+        self.ref_owner: BaselinePolicy | None = None
         self.ref_apply = 0.0
         #: When the reference's first fan-out object was seen, from its first write.
         self.ref_first = float("nan")
         #: Hypervisor steal (%) during the reference's convergence and fan-out windows.
         self.steal: dict[str, float] = {}
+        #: Machine CPU busy (%) in the reference's windows.
+        self.busy: dict[str, float] = {}
         #: Namespaces created by the new-namespace phase (they get reports too).
         self.new_names: list[str] = []
 
@@ -501,8 +546,36 @@ class Bench:
         meta["name"] = REF_PREFIX + meta["name"]
         meta["namespace"] = namespace
         meta["labels"] = {**meta["labels"], names.MANAGED_BY_LABEL: REF_MANAGED_BY}
-        meta.pop("ownerReferences", None)
+        if self.ref_owner is not None:
+            meta["ownerReferences"] = [self.ref_owner.owner_reference()]
+        else:
+            meta.pop("ownerReferences", None)
         return {**body, "metadata": meta}
+
+    async def create_reference_owner(self) -> None:
+        """The owner of the reference's objects: an ownerReference costs the API server about a
+        third more per server-side apply (bench/ownerref_cost.py), so a reference without one
+        would not be taking the same objects as the operator writes."""
+        if not self.args.reference_owner:
+            return
+        body = await self.api.request(
+            "POST",
+            f"/apis/{names.API_VERSION}/{names.PLURAL}",
+            {
+                "apiVersion": names.API_VERSION,
+                "kind": names.KIND,
+                "metadata": {"name": REF_OWNER},
+                "spec": {"namespaceSelector": {"matchLabels": {RUN_LABEL: "none"}}},
+            },
+        )
+        self.ref_owner = BaselinePolicy.from_body(body)
+
+    async def remove_reference_owner(self) -> None:
+        """Gone before the operator starts: it would be one more policy to watch and assess."""
+        if self.ref_owner is not None:
+            await self.api.request(
+                "DELETE", f"/apis/{names.API_VERSION}/{names.PLURAL}/{REF_OWNER}"
+            )
 
     async def gather_limited(self, coros: list[Any], limit: int) -> list[Any]:
         semaphore = asyncio.Semaphore(limit)
@@ -641,6 +714,10 @@ class Bench:
                 return total
             params["continue"] = token
 
+    def control_plane_cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each local control-plane process."""
+        return {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
     async def reference_create(self, namespaces: list[str], verb: str) -> float:
         """The reference writer creates every pre-rendered object in ``namespaces``."""
         policy = BaselinePolicy.from_body(
@@ -664,10 +741,13 @@ class Bench:
         return converge
 
     async def reference(self) -> tuple[float, float]:
+        await self.create_reference_owner()
         server_before = cpu_seconds(self.apiserver_pid)
         ticks = machine_ticks()
         converge = await self.reference_create(self.ref_namespaces, "POST")
-        self.steal["converge"] = stolen_percent(ticks, machine_ticks())
+        after = machine_ticks()
+        self.steal["converge"] = stolen_percent(ticks, after)
+        self.busy["converge"] = busy_percent(ticks, after)
         objects = len(self.ref_namespaces) * len(PIECES)
         self.ref_cpu["apiserver"] = (cpu_seconds(self.apiserver_pid) - server_before) / objects
         if self.args.reference_apply:
@@ -683,10 +763,14 @@ class Bench:
             requests.append(["APPLY", np_path(ns, body["metadata"]["name"]), body])
             expected[(ns, body["metadata"]["name"])] = canonical.fingerprint(body["spec"])
         waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
-        ticks = machine_ticks()
+        ticks, cpu = machine_ticks(), self.control_plane_cpu()
         result = await self.run_reference(requests)
         seen = await self.wait(waiter, "reference fan-out", self.timeout(len(expected)))
-        self.steal["fanout"] = stolen_percent(ticks, machine_ticks())
+        after = machine_ticks()
+        self.steal["fanout"] = stolen_percent(ticks, after)
+        self.busy["fanout"] = busy_percent(ticks, after)
+        self.ref_fanout_cpu = per_object(cpu, self.control_plane_cpu(), len(requests))
+        self.ref_fanout_cpu["writer"] = float(result["cpu"]) / len(requests)
         fanout = float(seen - result["start"])
         self.ref_first = float((waiter.first or seen) - result["start"])
         log(f"reference: fan-out of {len(requests)} objects seen in {fanout:.2f}s")
@@ -757,7 +841,8 @@ class Bench:
             "POST", f"/apis/{names.API_VERSION}/{names.PLURAL}", body
         )
         seen = await self.wait(waiter, "operator convergence", self.timeout(len(expected)))
-        steal = stolen_percent(ticks, machine_ticks())
+        after = machine_ticks()
+        steal = stolen_percent(ticks, after)
         converge = seen - t0
         op_cpu = (self.operator.cpu() - cpu_before) / len(expected)
         server_cpu = (cpu_seconds(self.apiserver_pid) - server_before) / len(expected)
@@ -775,6 +860,12 @@ class Bench:
             "  CPU stolen by the hypervisor in that window (%)",
             steal,
             self.steal.get("converge", float("nan")),
+        )
+        self.report.add(
+            "1",
+            "  machine CPU busy in that window (%)",
+            busy_percent(ticks, after),
+            self.busy.get("converge", float("nan")),
         )
         if self.ref_apply:
             self.report.add(
@@ -870,7 +961,8 @@ class Bench:
         expected = self.expected(self.op_namespaces, policy, [FANOUT_PIECE])
         waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
         before = await request_counts(self.api)
-        ticks = machine_ticks()
+        ticks, cpu = machine_ticks(), self.control_plane_cpu()
+        writer_before = self.operator.cpu()
         t0 = time.time()
         self.policy_body = await self.api.request(
             "PATCH",
@@ -881,7 +973,10 @@ class Bench:
         seen = await self.wait(waiter, "operator fan-out", self.timeout(len(expected)))
         elapsed = seen - t0
         first = (waiter.first or seen) - t0
-        steal = stolen_percent(ticks, machine_ticks())
+        after = machine_ticks()
+        steal = stolen_percent(ticks, after)
+        spent = per_object(cpu, self.control_plane_cpu(), len(expected))
+        spent["writer"] = (self.operator.cpu() - writer_before) / len(expected)
         events = diff(await request_counts(self.api), before).get(("POST", "events"), 0.0)
         log(f"operator: fan-out to {len(expected)} objects seen in {elapsed:.2f}s")
         self.report.add(
@@ -899,6 +994,21 @@ class Bench:
             self.steal.get("fanout", float("nan")),
         )
         self.report.add("7", "  first object seen after (s)", first, self.ref_first)
+        self.report.add(
+            "7",
+            "  machine CPU busy in that window (%)",
+            busy_percent(ticks, after),
+            self.busy.get("fanout", float("nan")),
+        )
+        for key, label in FANOUT_CPU_ROWS:
+            mine, theirs = spent.get(key, float("nan")), self.ref_fanout_cpu.get(key, float("nan"))
+            self.report.add(
+                "7",
+                f"  {label} CPU per object (ms)",
+                mine * 1000,
+                theirs * 1000,
+                ratio=ratio(mine, theirs),
+            )
         # Events compete with the writes for the API server; the reference posts none.
         self.report.add("7", "  Event POSTs in that window", int(events), 0)
         await self.operator.wait_settled()
@@ -1058,6 +1168,7 @@ class Bench:
             await self.setup()
             ref_converge, ref_fanout = await self.reference()
             await self.remove_reference_objects()
+            await self.remove_reference_owner()
             await self.operator_convergence(ref_converge)
             await self.fanout(ref_fanout)
             await self.new_namespaces()
@@ -1120,6 +1231,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--reference-apply",
         action="store_true",
         help="also time the reference creating with server-side apply (N more namespaces)",
+    )
+    p.add_argument(
+        "--no-reference-owner",
+        dest="reference_owner",
+        action="store_false",
+        help="the reference's objects without the operator's ownerReference (as before 2026-11-30:"
+        " cheaper for the API server than the objects the operator writes)",
     )
     p.add_argument(
         "--operator-tree",
@@ -1220,8 +1338,7 @@ def main(argv: list[str] | None = None) -> int:
         server = "local kube-apiserver/etcd (hack/localcluster.py)"
     try:
         install_crds(kubeconfig, kubectl, cluster, args.crds, args.reports)
-        apiserver_pid = cluster.pids.get("kube-apiserver") if cluster is not None else None
-        bench = Bench(args, kubeconfig, kubectl, apiserver_pid)
+        bench = Bench(args, kubeconfig, kubectl, cluster.pids if cluster is not None else None)
         started = time.time()
         report = asyncio.run(bench.run())
     finally:
@@ -1234,7 +1351,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{bench.ref_concurrency}, idle={args.idle:.0f}s, reports "
         f"{'on (PolicyReport)' if args.reports else 'off'}; {server}\n"
         "reference = pre-rendered objects from a direct asyncio client in its own process "
-        "(POST to create, server-side apply to fan out); times are as seen by one watcher\n"
+        "(POST to create, server-side apply to fan out), "
+        f"{'with the operator' if args.reference_owner else 'without the operator'}"
+        "'s ownerReference; times are as seen by one watcher\n"
         f"machine: {where}; total {time.time() - started:.0f}s"
     )
     print()
