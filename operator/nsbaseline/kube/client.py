@@ -27,7 +27,7 @@ class KubeClient(Transport):
         """POST a new NetworkPolicy (409 AlreadyExists when the name is taken)."""
         path = NP_PATH.format(namespace=body["metadata"]["namespace"])
         result: dict[str, Any] = await self.request(
-            "POST", path, params={"fieldManager": names.FIELD_MANAGER}, body=body
+            "POST", path, params={"fieldManager": names.FIELD_MANAGER}, body=body, lean=True
         )
         return result
 
@@ -53,6 +53,7 @@ class KubeClient(Transport):
             params={"fieldManager": names.FIELD_MANAGER, "force": "true"},
             body=body,
             content_type="application/apply-patch+yaml",
+            lean=True,
         )
         return result
 
@@ -74,6 +75,7 @@ class KubeClient(Transport):
             params={"fieldManager": names.FIELD_MANAGER},
             body=patch,
             content_type="application/json-patch+json",
+            lean=True,
         )
         return result
 
@@ -84,7 +86,7 @@ class KubeClient(Transport):
         if uid:
             body["preconditions"] = {"uid": uid}
         try:
-            await self.request("DELETE", path, body=body)
+            await self.request("DELETE", path, body=body, lean=True)
         except ApiError as exc:
             if exc.not_found:
                 return False
@@ -144,6 +146,7 @@ class KubeClient(Transport):
             params={"fieldManager": names.FIELD_MANAGER, "force": "true"},
             body=body,
             content_type="application/apply-patch+yaml",
+            lean=True,
         )
 
     async def delete_report(
@@ -152,7 +155,9 @@ class KubeClient(Transport):
         """Delete one report; one already gone is fine."""
         try:
             await self.request(
-                "DELETE", f"/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}"
+                "DELETE",
+                f"/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}",
+                lean=True,
             )
         except ApiError as exc:
             if not exc.not_found:
@@ -187,7 +192,7 @@ class KubeClient(Transport):
             "lastTimestamp": now,
             "count": 1,
         }
-        await self.request("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
+        await self.request("POST", f"/api/v1/namespaces/{namespace}/events", body=event, lean=True)
 
     async def check_access(self) -> None:
         """Fail early, with the API server's own answer, when the basics cannot be read.

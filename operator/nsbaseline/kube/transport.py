@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 
 from nsbaseline.kube.errors import ApiError, UnreachableError
+from nsbaseline.kube.lean import LeanError, LeanPool
 from nsbaseline.kube.login import Credentials
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ PAGE_SIZE = 500
 ATTEMPTS = 6
 #: Never wait longer than this for one retry, whatever Retry-After says.
 MAX_RETRY_AFTER = 30.0
+#: Seconds one request may take (aiohttp's session timeout, and the lean pool's).
+REQUEST_TIMEOUT = 60.0
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -58,6 +61,7 @@ class Transport:
         self._max_connections = max_connections
         self._attempts = attempts
         self._session: aiohttp.ClientSession | None = None
+        self._lean: LeanPool | None = None
 
     @property
     def server(self) -> str:
@@ -65,10 +69,29 @@ class Transport:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = self.credentials.session(limit=self._max_connections, timeout=60)
+            self._session = self.credentials.session(
+                limit=self._max_connections, timeout=REQUEST_TIMEOUT
+            )
         return self._session
 
+    def _get_lean(self) -> LeanPool | None:
+        """The lean pool for hot-path requests; None through a proxy (aiohttp handles those)."""
+        if self._lean is None and self.credentials.proxy is None:
+            try:
+                self._lean = LeanPool(
+                    self.credentials.server,
+                    self.credentials.ssl,
+                    self._max_connections,
+                    REQUEST_TIMEOUT,
+                )
+            except ValueError:
+                return None
+        return self._lean
+
     async def close(self) -> None:
+        if self._lean is not None:
+            self._lean.close()
+            self._lean = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -88,8 +111,13 @@ class Transport:
         params: Mapping[str, str] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        lean: bool = False,
     ) -> Any:
-        """One API call; JSON in and out. Raises :class:`ApiError` or :class:`UnreachableError`."""
+        """One API call; JSON in and out. Raises :class:`ApiError` or :class:`UnreachableError`.
+
+        ``lean``: send it over :class:`~nsbaseline.kube.lean.LeanPool` (the operator's writes,
+        one per object in a rollout) rather than aiohttp, unless a proxy is configured.
+        """
         url = path + ("?" + urllib.parse.urlencode(params) if params else "")
         data = orjson.dumps(body) if body is not None else None
         headers = {"Accept": "application/json"}
@@ -101,17 +129,24 @@ class Transport:
             attempt += 1
             if self.credentials.expired():
                 await self._login_again()
-            session = self._get_session()
+            pool = self._get_lean() if lean else None
             try:
-                async with session.request(
-                    method, self.credentials.server + url, data=data, headers=headers
-                ) as resp:
-                    raw = await resp.read()
-                    retry_after = _retry_after(resp.headers.get("Retry-After"))
-                    status = resp.status
+                if pool is not None:
+                    status, raw, retry_after = await self._lean_request(
+                        pool, method, url, data, headers
+                    )
+                else:
+                    session = self._get_session()
+                    async with session.request(
+                        method, self.credentials.server + url, data=data, headers=headers
+                    ) as resp:
+                        raw = await resp.read()
+                        retry_after = _retry_after(resp.headers.get("Retry-After"))
+                        status = resp.status
             except (
                 aiohttp.ClientConnectionError,
                 aiohttp.ClientHttpProxyError,
+                LeanError,
                 TimeoutError,
             ) as exc:
                 if attempt >= self._attempts:
@@ -142,6 +177,24 @@ class Transport:
                 await asyncio.sleep(min(delay, MAX_RETRY_AFTER))
                 continue
             raise error
+
+    async def _lean_request(
+        self,
+        pool: LeanPool,
+        method: str,
+        url: str,
+        data: bytes | None,
+        headers: dict[str, str],
+    ) -> tuple[int, bytes, float | None]:
+        """One request over the lean pool, authorised as the aiohttp middleware does it."""
+        token = self.credentials.token
+        if token.stale():
+            await token.renew()
+        header = token.header()
+        if header:
+            headers = {**headers, "Authorization": header}
+        answer = await pool.request(method, url, headers, data)
+        return answer.status, answer.body, _retry_after(answer.headers.get("retry-after"))
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -223,6 +276,8 @@ def _describe_connection_error(exc: BaseException) -> str:
         return str(exc.os_error) or str(exc)
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, LeanError):
+        return str(exc)
     return str(exc) or type(exc).__name__
 
 
