@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+import uvloop
 
 from nsbaseline.kube.lean import LeanError, LeanPool
 from nsbaseline.kube.login import Credentials
@@ -21,6 +22,15 @@ from nsbaseline.kube.tokens import TokenSource
 from nsbaseline.kube.transport import Transport
 
 Reply = Callable[[bytes, bytes, asyncio.StreamWriter], Any]
+Runner = Callable[[Coroutine[Any, Any, None]], None]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Runner:
+    """Each test on asyncio's loop and on uvloop's (the operator's): their transports differ."""
+    if request.param == "uvloop":
+        return uvloop.run
+    return asyncio.run
 
 
 def answer(body: bytes, status: str = "200 OK", extra: str = "") -> bytes:
@@ -74,7 +84,7 @@ def echo(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
     writer.write(answer(b'{"got": "' + body + b'"}'))
 
 
-def test_sequential_requests_share_one_connection_and_each_gets_its_own_answer() -> None:
+def test_sequential_requests_share_one_connection_and_each_gets_its_own_answer(run: Runner) -> None:
     async def scenario() -> None:
         async with serving(echo) as (server, url):
             pool = LeanPool(url, None)
@@ -88,10 +98,10 @@ def test_sequential_requests_share_one_connection_and_each_gets_its_own_answer()
             assert f"Host: {url.split('//')[1]}" in head and "Content-Length: 3" in head
             pool.close()
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
-def test_a_chunked_answer_arriving_in_pieces_is_put_together() -> None:
+def test_a_chunked_answer_arriving_in_pieces_is_put_together(run: Runner) -> None:
     async def reply(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n")
         for piece in (b"5\r\nhel", b"lo\r\n", b"6\r\n world\r\n", b"0\r\n", b"\r\n"):
@@ -108,10 +118,10 @@ def test_a_chunked_answer_arriving_in_pieces_is_put_together() -> None:
             assert again.body == b"hello world" and pool.opened == 1
             pool.close()
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
-def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
+def test_a_connection_the_server_closed_while_idle_is_replaced(run: Runner) -> None:
     def reply(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(answer(b"{}"))
         writer.close()  # an idle timeout on the server's side, right after answering
@@ -125,10 +135,10 @@ def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
             assert got.status == 200 and pool.opened == 2 and server.connections == 2
             pool.close()
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
-def test_an_answer_cut_off_fails_the_request_and_retires_the_connection() -> None:
+def test_an_answer_cut_off_fails_the_request_and_retires_the_connection(run: Runner) -> None:
     calls = 0
 
     def reply(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
@@ -149,10 +159,10 @@ def test_an_answer_cut_off_fails_the_request_and_retires_the_connection() -> Non
             assert pool.opened == 2
             pool.close()
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
-def test_a_late_answer_after_a_timeout_never_reaches_the_next_request() -> None:
+def test_a_late_answer_after_a_timeout_never_reaches_the_next_request(run: Runner) -> None:
     calls = 0
 
     async def reply(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
@@ -174,10 +184,10 @@ def test_a_late_answer_after_a_timeout_never_reaches_the_next_request() -> None:
             assert pool.opened == 2
             pool.close()
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
-def test_connection_close_and_leftover_bytes_retire_the_connection() -> None:
+def test_connection_close_and_leftover_bytes_retire_the_connection(run: Runner) -> None:
     calls = 0
 
     def reply(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
@@ -199,7 +209,7 @@ def test_connection_close_and_leftover_bytes_retire_the_connection() -> None:
             assert pool.opened == 3
             pool.close()
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
 def _transport(url: str) -> Transport:
@@ -209,7 +219,7 @@ def _transport(url: str) -> Transport:
     return Transport(credentials, attempts=3)
 
 
-def test_the_transport_sends_lean_requests_authorised_and_retries_a_429() -> None:
+def test_the_transport_sends_lean_requests_authorised_and_retries_a_429(run: Runner) -> None:
     calls = 0
 
     def reply(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
@@ -234,10 +244,10 @@ def test_the_transport_sends_lean_requests_authorised_and_retries_a_429() -> Non
             assert server.requests[0][2] == b'{"a":1}'
             await transport.close()
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
-def test_an_unreachable_server_is_one_readable_error_from_the_lean_path() -> None:
+def test_an_unreachable_server_is_one_readable_error_from_the_lean_path(run: Runner) -> None:
     async def scenario() -> None:
         async with serving(echo) as (_, url):
             pass  # closed again: nothing listens on that port now
@@ -249,4 +259,4 @@ def test_an_unreachable_server_is_one_readable_error_from_the_lean_path() -> Non
         assert "\n" not in str(caught.value)
         await transport.close()
 
-    asyncio.run(scenario())
+    run(scenario())

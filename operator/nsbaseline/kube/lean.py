@@ -20,6 +20,7 @@ import ssl
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 #: Answers larger than this are refused (a NetworkPolicy or an Event is a few KB).
 MAX_BODY = 64 * 1024 * 1024
@@ -49,8 +50,8 @@ class _Connection(asyncio.Protocol):
 
     # ----- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio's: no isinstance check here.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
