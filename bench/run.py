@@ -914,7 +914,7 @@ class Bench:
         synced = await self.operator.wait_resynced(namespaces, self.timeout(namespaces))
         self.report.add(
             "4",
-            f"first start: re-sync of {namespaces} ns, no policy (s)",
+            f"first start: re-sync of {namespaces} ns, no policy selecting any (s)",
             synced - self.operator.started_at,
         )
         await self.operator.wait_settled()
