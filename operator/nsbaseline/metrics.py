@@ -20,6 +20,10 @@ COMPLIANT = Gauge(
     "nsbaseline_compliant_namespaces", "Namespaces with their full baseline, by policy.", ["policy"]
 )
 QUEUE_DEPTH = Gauge("nsbaseline_queue_depth", "Namespaces waiting to be reconciled.")
+EVENTS_PENDING = Gauge(
+    "nsbaseline_events_pending",
+    "Events not yet posted: they wait, for a bounded time, for the work queue to be quiet.",
+)
 RECONCILE_SECONDS = Histogram(
     "nsbaseline_reconcile_duration_seconds",
     "Time to reconcile one namespace, writes included.",

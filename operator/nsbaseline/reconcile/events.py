@@ -41,19 +41,24 @@ class EventRecorder:
         sink: EventSink,
         policy_uid: Callable[[str], str | None],
         quiet: Callable[[], Awaitable[Any]] | None = None,
+        on_pending: Callable[[int], None] = lambda _: None,
     ) -> None:
         self._sink = sink
         self._policy_uid = policy_uid
         self._quiet = quiet
+        self._on_pending = on_pending
         self._queue: asyncio.Queue[tuple[float, Involved, str, str, str]] = asyncio.Queue()
+        self._posting = 0
         self._reported: dict[str, set[tuple[str, ...]]] = {}
 
     def __len__(self) -> int:
-        return self._queue.qsize()
+        """Events not yet posted: queued, waiting for a quiet queue, or on their way."""
+        return self._queue.qsize() + self._posting
 
     # ----- what can be said -----------------------------------------------------------------
     def emit(self, involved: Involved, reason: str, message: str, type_: str = "Normal") -> None:
         self._queue.put_nowait((time.monotonic(), involved, reason, message, type_))
+        self._on_pending(len(self))
 
     def on_namespace(
         self, namespace: str, reason: str, message: str, type_: str = "Normal"
@@ -127,15 +132,19 @@ class EventRecorder:
         """Post queued Events forever (run a couple of these)."""
         while True:
             since, involved, reason, message, type_ = await self._queue.get()
-            if self._quiet is not None:
-                left = MAX_DELAY - (time.monotonic() - since)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._quiet(), max(0.0, left))
+            self._posting += 1
             try:
+                if self._quiet is not None:
+                    left = MAX_DELAY - (time.monotonic() - since)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._quiet(), max(0.0, left))
                 await self._sink.post_event(involved, reason=reason, message=message, type_=type_)
                 metrics.WRITES.labels("create", "Event").inc()
             except Exception as exc:  # best effort; never block reconciling
                 logger.debug("could not post event %s: %s", reason, exc)
+            finally:
+                self._posting -= 1
+                self._on_pending(len(self))
 
 
 __all__ = ["EventRecorder", "EventSink"]

@@ -97,7 +97,9 @@ class Reconciler:
         self.foreign = ForeignHolders()
         self.executor = WriteExecutor(api, self.written, self.foreign, self._written)
         self.status = StatusBook(api, self.cluster.policies, clock)
-        self.events = EventRecorder(api, self._policy_uid, self.queue.idle.wait)
+        self.events = EventRecorder(
+            api, self._policy_uid, self.queue.idle.wait, metrics.EVENTS_PENDING.set
+        )
         fmt = FORMATS.get(self.settings.reports)
         self.reports: ReportBook | None = None
         if fmt is not None:
