@@ -12,7 +12,9 @@
    BaselinePolicy is created; time until the watcher sees all 4N objects with the right spec;
    the API server's request counters over that window give the API economy; operator RSS;
 4. operator fan-out: one port of the policy changed; time until all N objects are updated;
-5. new-namespace latency, drift-repair latency, idle writes, restart writes and re-sync time.
+5. new-namespace latency, drift-repair latency, idle writes, restart writes and re-sync time;
+6. the reference again (convergence, fan-out), then fan-out rounds of the operator and the
+   reference turn about, both object sets in place (``rounds.py``).
 
 ``--reports`` installs the real PolicyReport CRD (from its Go module, ``hack/reportcrds.py``) so
 the operator also keeps one PolicyReport per namespace, and adds what that costs: report writes
@@ -49,6 +51,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO))  # hack.localcluster
 
 from kubeaccess import Access, Api, ApiFailure, np_path  # noqa: E402
+from rounds import OPERATOR, REFERENCE, Round, abba, summarise  # noqa: E402
 from watcher import ABSENT, AllMatch, Key, Restored, Watcher  # noqa: E402
 
 from nsbaseline import canonical, names  # noqa: E402
@@ -779,10 +782,11 @@ class Bench:
         self.ref_first = fanout.first
         return converge, fanout.seconds
 
-    async def reference_fanout(self) -> Window:
+    async def reference_fanout(self, port: int | None = None) -> Window:
         """The reference server-side applies the changed monitoring port to its N objects."""
+        port = self.args.port + 1 if port is None else port
         changed = BaselinePolicy.from_body(
-            {"metadata": {"name": POLICY}, "spec": self.policy_spec(self.args.port + 1)}
+            {"metadata": {"name": POLICY}, "spec": self.policy_spec(port)}
         )
         requests, expected = [], {}
         for ns in self.ref_namespaces:
@@ -822,7 +826,6 @@ class Bench:
         converge_cpu = per_object(cpu, self.control_plane_cpu(), objects)
         converge_steal = stolen_percent(ticks, machine_ticks())
         fanout = await self.reference_fanout()
-        await self.remove_reference_objects()
         for section, what, mine, before, again, steal, spent in (
             (
                 "1",
@@ -876,6 +879,84 @@ class Bench:
                 target="<= 1.3x",
             )
             self.report.raw[f"reference_again_{what}_s"] = again
+        if self.args.fanout_rounds:
+            await self.alternating_fanout(self.args.fanout_rounds)
+        await self.remove_reference_objects()
+
+    async def alternating_fanout(self, pairs: int) -> None:
+        """Fan-out windows of the operator and the reference, turn about (see rounds.py).
+
+        Both object sets are in place (the reference's were just created again); each window
+        waits until the operator is settled and has posted every Event it held back, so no
+        side's window carries the other's leftovers. The operator's namespaces include the ones
+        the new-namespace phase added, hence the time per object.
+        """
+        port = self.args.port + 1
+        done: list[Round] = []
+        for side in abba(pairs):
+            port += 1
+            await self.operator_quiet()
+            if side == OPERATOR:
+                namespaces = self.op_namespaces + self.new_names
+                seconds = await self.operator_fanout_round(port, namespaces)
+            else:
+                namespaces = self.ref_namespaces
+                seconds = (await self.reference_fanout(port)).seconds
+            done.append(Round(side, seconds, len(namespaces)))
+            log(f"round {len(done)}, {side}: {len(namespaces)} objects in {seconds:.2f}s")
+        await self.operator_quiet()
+        summary = summarise(done)
+        self.report.raw["fanout_rounds"] = [vars(r) for r in done]
+        self.report.add(
+            "7",
+            f"fan-out per object, median of {pairs} rounds each, turn about (ms)",
+            summary.operator_ms,
+            summary.reference_ms,
+            ratio=ratio(summary.operator_ms, summary.reference_ms),
+            target="<= 1.3x",
+        )
+        for side in (OPERATOR, REFERENCE):
+            self.report.add(
+                "7",
+                f"  {side} rounds (s)",
+                " / ".join(f"{r.seconds:.2f}" for r in done if r.side == side),
+            )
+
+    async def operator_fanout_round(self, port: int, namespaces: list[str]) -> float:
+        """Seconds from the policy change to ``port`` until every namespace's object shows it."""
+        policy = BaselinePolicy.from_body(
+            {"metadata": {"name": POLICY}, "spec": self.policy_spec(port)}
+        )
+        expected = self.expected(namespaces, policy, [FANOUT_PIECE])
+        waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
+        t0 = time.time()
+        self.policy_body = await self.api.request(
+            "PATCH",
+            f"/apis/{names.API_VERSION}/{names.PLURAL}/{POLICY}",
+            {"spec": {"monitoring": {"ports": [{"port": port}]}}},
+            content_type="application/merge-patch+json",
+        )
+        seen = await self.wait(waiter, "operator fan-out round", self.timeout(len(expected)))
+        return float(seen - t0)
+
+    async def operator_quiet(self) -> None:
+        """Until the operator is settled and its held-back Events are out.
+
+        Its ``nsbaseline_events_pending`` gauge when it has one (older trees do not); in any
+        case the API server's Event POSTs must have stopped for a second.
+        """
+        await self.operator.wait_settled()
+        deadline = time.monotonic() + self.timeout(self.n)
+        last = -1.0
+        while time.monotonic() < deadline:
+            posted = (await request_counts(self.api)).get(("POST", "events"), 0.0)
+            with contextlib.suppress(OSError):
+                pending = self.operator.metrics().get("nsbaseline_events_pending", 0.0)
+                if pending == 0 and posted == last:
+                    return
+            last = posted
+            await asyncio.sleep(1.0)
+        raise TimeoutError("the operator's Events were still going out")
 
     async def remove_reference_objects(self) -> None:
         """Delete the reference's objects (one DELETECOLLECTION per namespace) before the
@@ -1327,6 +1408,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--port", type=int, default=9100, help="monitoring port in the policy (fan-out adds 1)"
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--fanout-rounds",
+        type=int,
+        default=3,
+        help="pairs of fan-out windows, operator and reference turn about, at the end (3; 0: none)",
+    )
     p.add_argument(
         "--timeout-scale", type=float, default=1.0, help="multiply wait timeouts (slow machines)"
     )
