@@ -167,7 +167,9 @@ async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     if RUNTIME.peering is not None:
         await _ensure_peering_object(client, RUNTIME.peering)
 
-    namespaces = ObservedNamespaces(lambda name: reconciler.enqueue(name))
+    namespaces = ObservedNamespaces(
+        lambda name: reconciler.enqueue(name), lambda name: reconciler.enqueue_new(name)
+    )
     RUNTIME.namespaces = namespaces
     state = WatchedCluster(namespaces, policy_index)
     syncs: set[asyncio.Task[None]] = set()

@@ -56,6 +56,18 @@ def test_a_status_only_change_wakes_nothing_but_a_label_change_does() -> None:
     assert ns.namespace("a") == Namespace("a", {"team": "y"})
 
 
+def test_a_namespace_created_while_we_watch_is_told_apart_from_a_change() -> None:
+    woken: list[str] = []
+    new: list[str] = []
+    ns = ObservedNamespaces(woken.append, new.append)
+    listed(ns, body("a"))
+    ns.event("ADDED", body("b"))  # created while we watch
+    ns.event("ADDED", body("a", {"team": "x"}))  # known already (a watch restart): a change
+    ns.event("MODIFIED", body("b", {"team": "y"}))
+    assert new == ["b"]
+    assert woken == ["a", "b"]
+
+
 def test_a_namespace_being_deleted_is_terminating_and_then_gone() -> None:
     ns, woken = mirror()
     listed(ns, body("a"))

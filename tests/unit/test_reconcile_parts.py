@@ -20,7 +20,7 @@ from nsbaseline.reconcile.executor import ForeignHolders, WriteExecutor
 from nsbaseline.reconcile.gate import blocking_peers
 from nsbaseline.reconcile.objects import ObservedObjects
 from nsbaseline.reconcile.queue import WorkQueue
-from nsbaseline.reconcile.reconciler import Reconciler
+from nsbaseline.reconcile.reconciler import NEW_NAMESPACE_GRACE, Reconciler
 from nsbaseline.reconcile.written import WriteCache
 from nsbaseline.render import TemplateSet
 from tests.support.builders import NOW, namespace, opted_in, policy
@@ -309,6 +309,21 @@ def test_a_second_reconcile_after_convergence_sends_nothing() -> None:
         assert await reconciler.reconcile(NS)
         assert len(api.writes()) == first
         assert reconciler.status.assessments(NS)["base"].state == "compliant"
+
+    asyncio.run(scenario())
+
+
+def test_a_namespace_created_while_we_watch_is_reconciled_after_a_grace_not_at_once() -> None:
+    """The API server's own admission would hold a create sent at once for 50 ms."""
+
+    async def scenario() -> None:
+        reconciler = Reconciler(FakeApi(), FakeCluster([opted_in(NS)], [policy("base")]))
+        reconciler.enqueue_new(NS)
+        assert len(reconciler.queue) == 0
+        await asyncio.sleep(NEW_NAMESPACE_GRACE * 2)
+        assert len(reconciler.queue) == 1
+        key, _ = await reconciler.queue.get()
+        assert key == NS
 
     asyncio.run(scenario())
 

@@ -8,8 +8,11 @@ This mirror is filled page by page from a paginated listing and keeps one small 
 :class:`~nsbaseline.model.Namespace` per name.
 
 Only changes that matter to a reconcile are passed on: a namespace's status or managed fields
-changing wakes nothing. A relist (410 Gone, a lost connection) is compared with what was known,
-so a namespace deleted or relabelled while nobody watched is reconciled too.
+changing wakes nothing. A namespace created while we watch is passed on apart (``on_new``): the
+reconciler waits a few milliseconds before writing into it (see
+:data:`nsbaseline.reconcile.reconciler.NEW_NAMESPACE_GRACE`). A relist (410 Gone, a lost
+connection) is compared with what was known, so a namespace deleted or relabelled while nobody
+watched is reconciled too.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ Changed = Callable[[str], None]
 class ObservedNamespaces:
     """The namespaces as last listed or watched; ``ready`` once the first listing is whole."""
 
-    def __init__(self, on_change: Changed) -> None:
+    def __init__(self, on_change: Changed, on_new: Changed | None = None) -> None:
         self._by_name: dict[str, Namespace] = {}
         self._relisting: dict[str, Namespace] | None = None
         self._on_change = on_change
+        self._on_new = on_new or on_change
         #: Before the first listing is complete, a missing namespace means nothing.
         self.ready = asyncio.Event()
 
@@ -70,10 +74,14 @@ class ObservedNamespaces:
             self._by_name.pop(namespace.name, None)
             self._on_change(namespace.name)
             return
-        if self._by_name.get(namespace.name) == namespace:
+        known = self._by_name.get(namespace.name)
+        if known == namespace:
             return  # status or bookkeeping only: nothing a reconcile reads has changed
         self._by_name[namespace.name] = namespace
-        self._on_change(namespace.name)
+        if kind == "ADDED" and known is None:
+            self._on_new(namespace.name)
+        else:
+            self._on_change(namespace.name)
 
 
 __all__ = ["ObservedNamespaces"]

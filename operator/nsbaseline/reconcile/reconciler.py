@@ -47,6 +47,14 @@ from nsbaseline.selection import policies_for, policy_selects
 
 logger = logging.getLogger("nsbaseline")
 
+#: How long a namespace created while we watch waits before its first reconcile. kube-apiserver's
+#: NamespaceLifecycle admission looks a namespace up in its own informer, which sees a creation a
+#: millisecond or three after our watch does; a create that arrives before that sleeps 50 ms in
+#: admission (``missingNamespaceWait``). Writing at once, 15-20 % of new namespaces took those
+#: 50 ms (the bench's p99); a few milliseconds' wait avoided all of them in 200 trials
+#: (bench/README.md).
+NEW_NAMESPACE_GRACE = 0.005
+
 
 class ClusterView(Protocol):
     """Namespaces and BaselinePolicies as watched (our mirror and Kopf's index in the operator)."""
@@ -195,6 +203,10 @@ class Reconciler:
     # ----- triggers -------------------------------------------------------------------------
     def enqueue(self, namespace: str) -> None:
         self.queue.add(namespace)
+
+    def enqueue_new(self, namespace: str) -> None:
+        """A namespace created while we watch: reconcile it after :data:`NEW_NAMESPACE_GRACE`."""
+        self._later(namespace, NEW_NAMESPACE_GRACE)
 
     def enqueue_all(self) -> set[str]:
         """Reconcile every namespace we know of; returns their names."""
