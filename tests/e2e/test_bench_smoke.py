@@ -34,6 +34,8 @@ ROWS = [
     "operator rounds (s)",
     "new-namespace latency p50 (10 ns, ms)",
     "new-namespace latency p99 (10 ns, ms)",
+    "share over 50 ms (%)",
+    "creates held by NamespaceLifecycle admission",
     "drift repair p50 (20 tampers, ms)",
     "drift repair p99 (20 tampers, ms)",
     "idle writes over 3s (np/ns/bp)",
