@@ -938,11 +938,16 @@ class Bench:
         self.report.raw["fanout_rounds"] = [vars(r) for r in done]
         self.report.add(
             "7",
-            f"fan-out per object, median of {pairs} rounds each, turn about (ms)",
+            f"fan-out per object, {pairs} pairs of rounds, turn about (ms, median)",
             summary.operator_ms,
             summary.reference_ms,
-            ratio=ratio(summary.operator_ms, summary.reference_ms),
+            ratio=f"{summary.ratio:.2f}x",
             target="<= 1.3x",
+        )
+        self.report.add(
+            "7",
+            "  ratio in each pair of adjacent rounds (the figure is their median)",
+            " / ".join(f"{r:.2f}" for r in summary.pair_ratios),
         )
         for side in (OPERATOR, REFERENCE):
             self.report.add(
@@ -1483,8 +1488,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--fanout-rounds",
         type=int,
-        default=3,
-        help="pairs of fan-out windows, operator and reference turn about, at the end (3; 0: none)",
+        default=4,
+        help="pairs of fan-out windows, operator and reference turn about, at the end (4; 0: none)",
     )
     p.add_argument(
         "--timeout-scale", type=float, default=1.0, help="multiply wait timeouts (slow machines)"

@@ -18,21 +18,26 @@ def test_each_pair_of_windows_reverses_the_last_so_neither_side_always_goes_firs
     assert abba(0) == []
 
 
-def test_the_figure_is_each_side_s_median_time_per_object() -> None:
+def test_the_figure_is_the_median_of_the_ratios_of_adjacent_windows() -> None:
+    # The machine slows down after the third window: both sides take longer from then on.
     rounds = [
         Round(OPERATOR, 11.0, 1100),  # 10 ms per object
-        Round(REFERENCE, 8.0, 1000),  # 8
-        Round(REFERENCE, 30.0, 1000),  # 30: a slow stretch of the machine, outvoted
-        Round(OPERATOR, 13.2, 1100),  # 12
-        Round(OPERATOR, 9.9, 1100),  # 9
-        Round(REFERENCE, 9.0, 1000),  # 9
+        Round(REFERENCE, 10.0, 1000),  # 10: pair 1.0
+        Round(REFERENCE, 10.0, 1000),  # 10
+        Round(OPERATOR, 16.5, 1100),  # 15, the slowdown begins: pair 1.5
+        Round(OPERATOR, 22.0, 1100),  # 20
+        Round(REFERENCE, 19.0, 1000),  # 19: pair 20/19
     ]
     summary = summarise(rounds)
-    assert summary.operator_ms == pytest.approx(10.0)
-    assert summary.reference_ms == pytest.approx(9.0)
-    assert summary.ratio == pytest.approx(10.0 / 9.0)
+    assert summary.pair_ratios == pytest.approx([1.0, 1.5, 20 / 19])
+    assert summary.ratio == pytest.approx(20 / 19)
+    # Each side's own median would have read the slowdown as the operator's: 15 vs 10.
+    assert summary.operator_ms == pytest.approx(15.0)
+    assert summary.reference_ms == pytest.approx(10.0)
 
 
-def test_a_side_without_rounds_is_an_error_not_a_figure() -> None:
-    with pytest.raises(ValueError, match="no reference round"):
+def test_a_pair_without_both_sides_is_an_error_not_a_figure() -> None:
+    with pytest.raises(ValueError, match="a pair needs one operator and one reference"):
+        summarise([Round(OPERATOR, 1.0, 10), Round(OPERATOR, 1.0, 10)])
+    with pytest.raises(ValueError, match="no pair"):
         summarise([Round(OPERATOR, 1.0, 10)])
