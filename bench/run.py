@@ -1437,6 +1437,10 @@ class Bench:
             self.ref_converge, self.ref_fanout = await self.reference()
             await self.remove_reference_objects()
             await self.operator_convergence(self.ref_converge)
+            if self.args.settle_before_fanout:
+                started = time.monotonic()
+                await self.operator_quiet()
+                log(f"operator settled, its Events out, in {time.monotonic() - started:.1f}s")
             await self.fanout(self.ref_fanout)
             await self.new_namespaces()
             await self.drift()
@@ -1485,6 +1489,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--port", type=int, default=9100, help="monitoring port in the policy (fan-out adds 1)"
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--settle-before-fanout",
+        action="store_true",
+        help="start the first fan-out only once the operator has posted the convergence's Events"
+        " (as every round does): tells their share of the first fan-out apart",
+    )
     p.add_argument(
         "--fanout-rounds",
         type=int,
