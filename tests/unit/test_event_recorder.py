@@ -35,6 +35,12 @@ def recorder(sink: GatedSink, quiet: Any = None, seen: list[int] | None = None) 
     return EventRecorder(sink, lambda _: None, quiet, record)
 
 
+async def stop(worker: asyncio.Task[None]) -> None:
+    worker.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await worker
+
+
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
@@ -54,9 +60,7 @@ def test_an_event_is_pending_until_its_post_has_returned() -> None:
         assert sink.posted == ["one", "two"]
         assert len(events) == 0
         assert seen[:2] == [1, 2] and seen[-1] == 0
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+        await stop(worker)
 
     asyncio.run(scenario())
 
@@ -71,9 +75,7 @@ def test_an_event_that_could_not_be_posted_is_no_longer_pending() -> None:
         await settle()
         assert sink.posted == []
         assert len(events) == 0 and seen[-1] == 0
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+        await stop(worker)
 
     asyncio.run(scenario())
 
@@ -90,8 +92,6 @@ def test_events_wait_for_a_quiet_queue_and_count_as_pending_meanwhile() -> None:
         quiet.set()
         await settle()
         assert sink.posted == ["one"] and len(events) == 0
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+        await stop(worker)
 
     asyncio.run(scenario())
