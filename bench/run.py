@@ -927,7 +927,8 @@ class Bench:
             await self.operator_quiet()
             if side == OPERATOR:
                 namespaces = self.op_namespaces + self.new_names
-                seconds = await self.operator_fanout_round(port, namespaces)
+                waiter = self.fanout_waiter(port, namespaces)
+                seconds, _ = await self.change_port(port, waiter, "operator fan-out round")
             else:
                 namespaces = self.ref_namespaces
                 seconds = (await self.reference_fanout(port)).seconds
@@ -955,23 +956,6 @@ class Bench:
                 f"  {side} rounds (s)",
                 " / ".join(f"{r.seconds:.2f}" for r in done if r.side == side),
             )
-
-    async def operator_fanout_round(self, port: int, namespaces: list[str]) -> float:
-        """Seconds from the policy change to ``port`` until every namespace's object shows it."""
-        policy = BaselinePolicy.from_body(
-            {"metadata": {"name": POLICY}, "spec": self.policy_spec(port)}
-        )
-        expected = self.expected(namespaces, policy, [FANOUT_PIECE])
-        waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
-        t0 = time.time()
-        self.policy_body = await self.api.request(
-            "PATCH",
-            f"/apis/{names.API_VERSION}/{names.PLURAL}/{POLICY}",
-            {"spec": {"monitoring": {"ports": [{"port": port}]}}},
-            content_type="application/merge-patch+json",
-        )
-        seen = await self.wait(waiter, "operator fan-out round", self.timeout(len(expected)))
-        return float(seen - t0)
 
     async def operator_quiet(self) -> None:
         """Until the operator is settled and its held-back Events are out.
@@ -1176,24 +1160,34 @@ class Bench:
         )
         self.report.add("6", "  peak RSS, start-up + convergence (MB)", self.operator.peak_rss_mb())
 
-    async def fanout(self, ref_fanout: float) -> None:
-        spec = self.policy_spec(self.args.port + 1)
-        policy = BaselinePolicy.from_body({"metadata": {"name": POLICY}, "spec": spec})
-        expected = self.expected(self.op_namespaces, policy, [FANOUT_PIECE])
-        waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
-        before = await request_counts(self.api)
-        ticks, cpu = machine_ticks(), self.control_plane_cpu()
-        writer_before = self.operator.cpu()
+    def fanout_waiter(self, port: int, namespaces: list[str]) -> AllMatch:
+        """Waits for every namespace's fanned-out object to carry monitoring port ``port``."""
+        policy = BaselinePolicy.from_body(
+            {"metadata": {"name": POLICY}, "spec": self.policy_spec(port)}
+        )
+        expected = self.expected(namespaces, policy, [FANOUT_PIECE])
+        return self.watcher.add(AllMatch(expected, self.watcher.specs))
+
+    async def change_port(self, port: int, waiter: AllMatch, what: str) -> tuple[float, float]:
+        """Set the policy's monitoring port; seconds until ``waiter`` saw the first object and
+        every object change, from the PATCH."""
         t0 = time.time()
         self.policy_body = await self.api.request(
             "PATCH",
             f"/apis/{names.API_VERSION}/{names.PLURAL}/{POLICY}",
-            {"spec": {"monitoring": {"ports": [{"port": self.args.port + 1}]}}},
+            {"spec": {"monitoring": {"ports": [{"port": port}]}}},
             content_type="application/merge-patch+json",
         )
-        seen = await self.wait(waiter, "operator fan-out", self.timeout(len(expected)))
-        elapsed = seen - t0
-        first = (waiter.first or seen) - t0
+        seen = await self.wait(waiter, what, self.timeout(len(waiter.expected)))
+        return float(seen - t0), float((waiter.first or seen) - t0)
+
+    async def fanout(self, ref_fanout: float) -> None:
+        waiter = self.fanout_waiter(self.args.port + 1, self.op_namespaces)
+        expected = waiter.expected
+        before = await request_counts(self.api)
+        ticks, cpu = machine_ticks(), self.control_plane_cpu()
+        writer_before = self.operator.cpu()
+        elapsed, first = await self.change_port(self.args.port + 1, waiter, "operator fan-out")
         after = machine_ticks()
         steal = stolen_percent(ticks, after)
         spent = per_object(cpu, self.control_plane_cpu(), len(expected))
