@@ -194,6 +194,19 @@ def writes(delta: Counts, resources: Iterable[str] = WATCHED_RESOURCES) -> dict[
     return out
 
 
+def requests_summary(delta: Counts, skip: Iterable[tuple[str, str]] = ()) -> str:
+    """A window's requests, writes and GETs of the resources the operator touches, as
+    ``"APPLY networkpolicies 5000, PATCH baselinepolicies 2"`` (largest first)."""
+    shown = [
+        (int(count), verb, resource)
+        for (verb, resource), count in delta.items()
+        if (verb, resource) not in skip
+        and (verb in WRITE_VERBS or verb in ("GET", "LIST"))
+        and resource in (*WATCHED_RESOURCES, "events")
+    ]
+    return ", ".join(f"{verb} {resource} {n}" for n, verb, resource in sorted(shown, reverse=True))
+
+
 def report_writes(delta: Counts) -> int:
     """Write requests on PolicyReports in a request-count delta."""
     return writes(delta, (REPORTS,))[REPORTS]
@@ -824,8 +837,11 @@ class Bench:
             expected[(ns, body["metadata"]["name"])] = canonical.fingerprint(body["spec"])
         waiter = self.watcher.add(AllMatch(expected, self.watcher.specs))
         ticks, cpu = machine_ticks(), self.control_plane_cpu()
+        before = await request_counts(self.api)
         result = await self.run_reference(requests)
         seen = await self.wait(waiter, "reference fan-out", self.timeout(len(expected)))
+        window = diff(await request_counts(self.api), before)
+        log(f"reference: fan-out window requests: {requests_summary(window)}")
         after = machine_ticks()
         spent = per_object(cpu, self.control_plane_cpu(), len(requests))
         spent["writer"] = float(result["cpu"]) / len(requests)
@@ -928,12 +944,24 @@ class Bench:
             if side == OPERATOR:
                 namespaces = self.op_namespaces + self.new_names
                 waiter = self.fanout_waiter(port, namespaces)
+                cpu, writer = self.control_plane_cpu(), self.operator.cpu()
+                before = await request_counts(self.api)
                 seconds, _ = await self.change_port(port, waiter, "operator fan-out round")
+                window = diff(await request_counts(self.api), before)
+                spent = per_object(cpu, self.control_plane_cpu(), len(namespaces))
+                spent["writer"] = (self.operator.cpu() - writer) / len(namespaces)
+                own = [("PATCH", names.PLURAL)]
+                log(f"round {len(done) + 1}, operator: requests {requests_summary(window, own)}")
             else:
                 namespaces = self.ref_namespaces
-                seconds = (await self.reference_fanout(port)).seconds
+                ref = await self.reference_fanout(port)
+                seconds, spent = ref.seconds, ref.cpu
             done.append(Round(side, seconds, len(namespaces)))
-            log(f"round {len(done)}, {side}: {len(namespaces)} objects in {seconds:.2f}s")
+            cpu_ms = ", ".join(f"{k} {v * 1000:.2f}" for k, v in sorted(spent.items()))
+            log(
+                f"round {len(done)}, {side}: {len(namespaces)} objects in {seconds:.2f}s; "
+                f"CPU per object (ms): {cpu_ms}"
+            )
         await self.operator_quiet()
         summary = summarise(done)
         self.report.raw["fanout_rounds"] = [vars(r) for r in done]
@@ -1188,14 +1216,17 @@ class Bench:
         ticks, cpu = machine_ticks(), self.control_plane_cpu()
         writer_before = self.operator.cpu()
         elapsed, first = await self.change_port(self.args.port + 1, waiter, "operator fan-out")
+        window = diff(await request_counts(self.api), before)
         after = machine_ticks()
         steal = stolen_percent(ticks, after)
         spent = per_object(cpu, self.control_plane_cpu(), len(expected))
         spent["writer"] = (self.operator.cpu() - writer_before) / len(expected)
         self.op_windows["fanout"] = elapsed
         self.op_cpu["fan-out"] = spent
-        events = diff(await request_counts(self.api), before).get(("POST", "events"), 0.0)
+        events = window.get(("POST", "events"), 0.0)
         log(f"operator: fan-out to {len(expected)} objects seen in {elapsed:.2f}s")
+        own = [("PATCH", names.PLURAL)]  # the bench's own policy change
+        log(f"operator: fan-out window requests: {requests_summary(window, own)}")
         self.report.add(
             "7",
             f"policy change fan-out, {self.n} objects (s)",
