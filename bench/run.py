@@ -264,6 +264,20 @@ def busy_percent(before: Ticks, after: Ticks) -> float:
     return 100.0 * (total - idle) / total if total > 0 else float("nan")
 
 
+class PortChange(NamedTuple):
+    """One operator fan-out window (see :meth:`Bench.change_port`)."""
+
+    seconds: float
+    first: float
+    cpu: dict[str, float]
+    requests: Counts
+
+
+#: The bench's own requests in an operator fan-out window: its policy PATCH. (The counts do not
+#: tell a status PATCH from it, so the operator's status writes are left out with it.)
+BENCH_OWN = (("PATCH", names.PLURAL),)
+
+
 @dataclass
 class Window:
     """One timed phase of the reference: seconds, first object, steal, busy, CPU by process."""
@@ -944,14 +958,8 @@ class Bench:
             if side == OPERATOR:
                 namespaces = self.op_namespaces + self.new_names
                 waiter = self.fanout_waiter(port, namespaces)
-                cpu, writer = self.control_plane_cpu(), self.operator.cpu()
-                before = await request_counts(self.api)
-                seconds, _ = await self.change_port(port, waiter, "operator fan-out round")
-                window = diff(await request_counts(self.api), before)
-                spent = per_object(cpu, self.control_plane_cpu(), len(namespaces))
-                spent["writer"] = (self.operator.cpu() - writer) / len(namespaces)
-                own = [("PATCH", names.PLURAL)]
-                log(f"round {len(done) + 1}, operator: requests {requests_summary(window, own)}")
+                change = await self.change_port(port, waiter, f"round {len(done) + 1}, operator")
+                seconds, spent = change.seconds, change.cpu
             else:
                 namespaces = self.ref_namespaces
                 ref = await self.reference_fanout(port)
@@ -1196,9 +1204,13 @@ class Bench:
         expected = self.expected(namespaces, policy, [FANOUT_PIECE])
         return self.watcher.add(AllMatch(expected, self.watcher.specs))
 
-    async def change_port(self, port: int, waiter: AllMatch, what: str) -> tuple[float, float]:
-        """Set the policy's monitoring port; seconds until ``waiter`` saw the first object and
-        every object change, from the PATCH."""
+    async def change_port(self, port: int, waiter: AllMatch, what: str) -> PortChange:
+        """Set the policy's monitoring port and wait for ``waiter``; measures the window from the
+        PATCH: seconds to the first and to every changed object, CPU per object by process (the
+        operator as "writer"), and the requests the API server counted (logged)."""
+        objects = len(waiter.expected)
+        before = await request_counts(self.api)
+        cpu, writer = self.control_plane_cpu(), self.operator.cpu()
         t0 = time.time()
         self.policy_body = await self.api.request(
             "PATCH",
@@ -1206,27 +1218,26 @@ class Bench:
             {"spec": {"monitoring": {"ports": [{"port": port}]}}},
             content_type="application/merge-patch+json",
         )
-        seen = await self.wait(waiter, what, self.timeout(len(waiter.expected)))
-        return float(seen - t0), float((waiter.first or seen) - t0)
+        seen = await self.wait(waiter, what, self.timeout(objects))
+        spent = per_object(cpu, self.control_plane_cpu(), objects)
+        spent["writer"] = (self.operator.cpu() - writer) / objects
+        requests = diff(await request_counts(self.api), before)
+        log(f"{what}: window requests: {requests_summary(requests, BENCH_OWN)}")
+        return PortChange(float(seen - t0), float((waiter.first or seen) - t0), spent, requests)
 
     async def fanout(self, ref_fanout: float) -> None:
         waiter = self.fanout_waiter(self.args.port + 1, self.op_namespaces)
         expected = waiter.expected
-        before = await request_counts(self.api)
-        ticks, cpu = machine_ticks(), self.control_plane_cpu()
-        writer_before = self.operator.cpu()
-        elapsed, first = await self.change_port(self.args.port + 1, waiter, "operator fan-out")
-        window = diff(await request_counts(self.api), before)
+        before = await request_counts(self.api)  # for the phase's report writes, below
+        ticks = machine_ticks()
+        change = await self.change_port(self.args.port + 1, waiter, "operator fan-out")
+        elapsed, first, spent = change.seconds, change.first, change.cpu
         after = machine_ticks()
         steal = stolen_percent(ticks, after)
-        spent = per_object(cpu, self.control_plane_cpu(), len(expected))
-        spent["writer"] = (self.operator.cpu() - writer_before) / len(expected)
         self.op_windows["fanout"] = elapsed
         self.op_cpu["fan-out"] = spent
-        events = window.get(("POST", "events"), 0.0)
+        events = change.requests.get(("POST", "events"), 0.0)
         log(f"operator: fan-out to {len(expected)} objects seen in {elapsed:.2f}s")
-        own = [("PATCH", names.PLURAL)]  # the bench's own policy change
-        log(f"operator: fan-out window requests: {requests_summary(window, own)}")
         self.report.add(
             "7",
             f"policy change fan-out, {self.n} objects (s)",
